@@ -1,0 +1,1 @@
+"""Real kernels behind a selection (torch + FlashInfer); imported only on demand."""

@@ -1,0 +1,466 @@
+"""MoE expert weights as stored in gpt-oss checkpoints, plus a minimal safetensors reader/writer.
+
+Why: the reference MoE and every kernel adapter start from the checkpoint-native
+MXFP4 tensors, and tests must build such checkpoints without downloads or a
+``safetensors`` dependency. Everything here is plain torch + the standard library.
+
+gpt-oss layout, verified against public sources (code-search tool, 2026-11):
+
+* huggingface/transformers ``models/gpt_oss/convert_gpt_oss_weights_to_hf.py``
+  maps ``block.{i}.mlp.mlp1_weight`` -> ``model.layers.{i}.mlp.experts.gate_up_proj``,
+  ``mlp1_bias`` -> ``gate_up_proj_bias``, ``mlp2_weight`` -> ``down_proj``,
+  ``mlp2_bias`` -> ``down_proj_bias`` and, for the MXFP4 export, renames
+  ``.blocks``/``.scales`` to ``_blocks``/``_scales`` copying the tensors unchanged;
+  it shards into ``model-XXXXX-of-XXXXX.safetensors`` with a
+  ``model.safetensors.index.json`` (``{"metadata": ..., "weight_map": {name: file}}``).
+  So the HF names are :data:`HF_TENSOR_NAMES`, the original (``original/``
+  folder) names are :data:`ORIGINAL_TENSOR_NAMES`, and both share one layout.
+* openai/gpt-oss ``gpt_oss/torch/model.py``: ``mlp1_weight`` [E, 2I, H],
+  ``mlp1_bias`` [E, 2I], ``mlp2_weight`` [E, H, I], ``mlp2_bias`` [E, H], all
+  bf16 after dequantization; ``weights.py`` turns blocks ``[E, N, K/32, 16]`` +
+  scales ``[E, N, K/32]`` into ``[E, N, K]``. Hence w13 = gate_up with
+  N = 2I, K = H and w2 = down with N = H, K = I, as :class:`MoEWeights` stores them.
+* transformers ``configuration_gpt_oss.py``: config fields ``num_local_experts``,
+  ``num_experts_per_tok``, ``hidden_size``, ``intermediate_size``,
+  ``num_hidden_layers``, ``swiglu_alpha`` (1.702), ``swiglu_limit`` (7.0).
+
+safetensors format (public spec): 8-byte little-endian header length N, N bytes
+of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``
+(offsets relative to the byte buffer after the header), then raw little-endian
+tensor bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from oracle.errors import ConfigError, KernelInputError
+
+from .mxfp4 import MX_BLOCK, dequantize_mxfp4, quantize_mxfp4
+
+__all__ = [
+    "MoEWeights",
+    "TensorInfo",
+    "HF_TENSOR_NAMES",
+    "ORIGINAL_TENSOR_NAMES",
+    "read_safetensors_header",
+    "load_safetensors",
+    "save_safetensors",
+    "load_gpt_oss_layer",
+    "random_gpt_oss_layer",
+    "write_random_gpt_oss_checkpoint",
+]
+
+_BYTES_PER_BLOCK = MX_BLOCK // 2
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _fail(tensor: str, constraint: str, got, fix: str | None = None):
+    raise KernelInputError(tensor, constraint, got, fix)
+
+
+def _check_packed(name: str, blocks, scales_name: str, scales) -> None:
+    """blocks uint8 [E, N, G, 16] with scales uint8 [E, N, G]."""
+    for nm, t in ((name, blocks), (scales_name, scales)):
+        if not isinstance(t, torch.Tensor):
+            _fail(nm, "a torch.Tensor", type(t).__name__)
+        if t.dtype != torch.uint8:
+            _fail(nm, "uint8 (checkpoint-native MXFP4)", t.dtype,
+                  "pass the checkpoint tensor unchanged, or build it with quantize_mxfp4")
+    if blocks.dim() != 4 or blocks.shape[-1] != _BYTES_PER_BLOCK:
+        _fail(name, f"[E, N, K/32, {_BYTES_PER_BLOCK}]", tuple(blocks.shape))
+    if tuple(scales.shape) != tuple(blocks.shape[:3]):
+        _fail(scales_name, f"{tuple(blocks.shape[:3])} (the blocks' [E, N, K/32])", tuple(scales.shape))
+
+
+def _check_bias(name: str, bias, shape: tuple[int, ...]) -> None:
+    if bias is None:
+        return
+    if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+        _fail(name, "a floating-point tensor or None", getattr(bias, "dtype", type(bias).__name__))
+    if tuple(bias.shape) != shape:
+        _fail(name, f"shape {shape}", tuple(bias.shape))
+
+
+@dataclass(frozen=True, eq=False)
+class MoEWeights:
+    """One MoE layer's experts in checkpoint-native MXFP4, nn.Linear (out, in) orientation.
+
+    ``w13`` is the fused gate/up projection H -> 2I (rows interleaved gate, up,
+    gate, up, ... for gpt-oss; see ``ActivationSpec`` for the halves layout),
+    ``w2`` the down projection I -> H. Biases are added after each GEMM.
+    Construction does not validate (tests build broken instances on purpose);
+    loaders and the reference call :meth:`validate`.
+    """
+
+    w13_blocks: torch.Tensor   # uint8 [E, 2I, H/32, 16]
+    w13_scales: torch.Tensor   # uint8 [E, 2I, H/32]
+    w13_bias: torch.Tensor | None  # [E, 2I]
+    w2_blocks: torch.Tensor    # uint8 [E, H, I/32, 16]
+    w2_scales: torch.Tensor    # uint8 [E, H, I/32]
+    w2_bias: torch.Tensor | None   # [E, H]
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.w13_blocks.shape[0])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.w13_blocks.shape[2]) * MX_BLOCK
+
+    @property
+    def intermediate_size(self) -> int:
+        return int(self.w13_blocks.shape[1]) // 2
+
+    @property
+    def device(self) -> torch.device:
+        return self.w13_blocks.device
+
+    def validate(self) -> MoEWeights:
+        """Check dtypes, shapes and their consistency; raise KernelInputError naming the tensor."""
+        _check_packed("w13_blocks", self.w13_blocks, "w13_scales", self.w13_scales)
+        e, two_i, h_blocks, _ = self.w13_blocks.shape
+        if e < 1:
+            _fail("w13_blocks", "at least one expert", e)
+        if two_i % 2 or two_i == 0:
+            _fail("w13_blocks", "an even, non-zero row count 2*I (gate and up)", two_i)
+        _check_packed("w2_blocks", self.w2_blocks, "w2_scales", self.w2_scales)
+        h, i = self.hidden_size, self.intermediate_size
+        if tuple(self.w2_blocks.shape[:3]) != (e, h, i // MX_BLOCK) or i % MX_BLOCK:
+            _fail("w2_blocks", f"[E={e}, H={h}, I/32={i / MX_BLOCK:g}, 16] to match w13_blocks",
+                  tuple(self.w2_blocks.shape), "intermediate size must be a multiple of 32")
+        _check_bias("w13_bias", self.w13_bias, (e, two_i))
+        _check_bias("w2_bias", self.w2_bias, (e, h))
+        for name in ("w13_scales", "w13_bias", "w2_blocks", "w2_scales", "w2_bias"):
+            t = getattr(self, name)
+            if t is not None and t.device != self.device:
+                _fail(name, f"on {self.device} like w13_blocks", t.device, "move all tensors with .to(device)")
+        return self
+
+    def dense_w13(self, experts: Iterable[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Dequantized gate/up weights [E', 2I, H] (all experts, or those listed)."""
+        idx = slice(None) if experts is None else torch.as_tensor(list(experts), dtype=torch.long)
+        return dequantize_mxfp4(self.w13_blocks[idx], self.w13_scales[idx], dtype)
+
+    def dense_w2(self, experts: Iterable[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Dequantized down weights [E', H, I]."""
+        idx = slice(None) if experts is None else torch.as_tensor(list(experts), dtype=torch.long)
+        return dequantize_mxfp4(self.w2_blocks[idx], self.w2_scales[idx], dtype)
+
+    def to(self, device: torch.device | str) -> MoEWeights:
+        def mv(t):
+            return None if t is None else t.to(device)
+        return MoEWeights(mv(self.w13_blocks), mv(self.w13_scales), mv(self.w13_bias),
+                          mv(self.w2_blocks), mv(self.w2_scales), mv(self.w2_bias))
+
+    @classmethod
+    def from_dense(cls, w13: torch.Tensor, w2: torch.Tensor, w13_bias: torch.Tensor | None = None,
+                   w2_bias: torch.Tensor | None = None) -> MoEWeights:
+        """Quantize dense [E, 2I, H] / [E, H, I] weights to MXFP4 (biases kept as given)."""
+        b13, s13 = quantize_mxfp4(w13)
+        b2, s2 = quantize_mxfp4(w2)
+        return cls(b13, s13, w13_bias, b2, s2, w2_bias).validate()
+
+
+# --------------------------------------------------------------------------- safetensors
+
+_DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
+    "U16": torch.uint16, "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64,
+    "U64": torch.uint64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+    "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+if hasattr(torch, "float8_e8m0fnu"):
+    _DTYPES["F8_E8M0"] = torch.float8_e8m0fnu
+_NAMES_BY_DTYPE = {v: k for k, v in _DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024  # same cap as the reference implementation's spec
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One header entry; ``start``/``end`` are absolute byte offsets in the file."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def _bad(path, constraint: str, got, fix: str | None = None):
+    raise ConfigError(str(path), constraint, got, fix)
+
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and check a safetensors header without reading tensor data: (tensors, metadata)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                _bad(path, "a safetensors file (8-byte header length first)", f"{size} bytes")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(_MAX_HEADER, size - 8):
+                _bad(path, f"a header length <= {min(_MAX_HEADER, size - 8)} bytes", n,
+                     "the file is truncated or not safetensors")
+            raw = f.read(n)
+    except OSError as exc:
+        _bad(path, "a readable safetensors file", f"{type(exc).__name__}: {exc.strerror or exc}")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _bad(path, "a JSON header", f"unparsable header ({exc})")
+    if not isinstance(header, dict):
+        _bad(path, "a JSON object header", type(header).__name__)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        _bad(f"{path}:__metadata__", "a string-to-string map", metadata)
+    data_start, data_len = 8 + n, size - 8 - n
+    infos: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        where = f"{path}:{name}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or entry["dtype"] not in _DTYPES:
+            _bad(where, "an entry with a known dtype (" + ", ".join(_DTYPES) + ")",
+                 entry.get("dtype") if isinstance(entry, dict) else entry)
+        shape, offs = entry.get("shape"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            _bad(where, "a shape of non-negative integers", shape)
+        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
+                and 0 <= offs[0] <= offs[1] <= data_len):
+            _bad(where, f"data_offsets [begin, end] within the {data_len}-byte data section", offs,
+                 "the file is truncated or corrupt")
+        itemsize = torch.empty((), dtype=_DTYPES[entry["dtype"]]).element_size()
+        if offs[1] - offs[0] != math.prod(shape) * itemsize:
+            _bad(where, f"{math.prod(shape) * itemsize} data bytes for {entry['dtype']}{shape}",
+                 offs[1] - offs[0])
+        infos[name] = TensorInfo(entry["dtype"], tuple(shape), data_start + offs[0], data_start + offs[1])
+    return infos, dict(metadata)
+
+
+def load_safetensors(path: str | os.PathLike, names: Iterable[str] | None = None,
+                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Read all tensors, or only ``names`` (seeking past the rest), from one safetensors file."""
+    path = Path(path)
+    infos, _ = read_safetensors_header(path)
+    wanted = list(infos) if names is None else list(names)
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as f:
+        for name in wanted:
+            info = infos.get(name)
+            if info is None:
+                _bad(f"{path}:{name}", "a tensor present in the file", "missing",
+                     f"one of {len(infos)} tensors, e.g. {sorted(infos)[:3]}")
+            f.seek(info.start)
+            buf = bytearray(f.read(info.end - info.start))
+            if len(buf) != info.end - info.start:
+                _bad(f"{path}:{name}", f"{info.end - info.start} data bytes", len(buf), "the file is truncated")
+            flat = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+            out[name] = flat.view(_DTYPES[info.dtype]).reshape(info.shape).to(device)
+    return out
+
+
+def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                     metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors (any device, contiguous or not) to one safetensors file, atomically."""
+    path = Path(path)
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    payload: list[torch.Tensor] = []
+    offset = 0
+    for name, t in tensors.items():
+        if not isinstance(name, str) or name == "__metadata__":
+            _bad(f"{path}:{name}", "a string tensor name other than __metadata__", name)
+        if not isinstance(t, torch.Tensor) or t.dtype not in _NAMES_BY_DTYPE:
+            _bad(f"{path}:{name}", "a tensor of a safetensors dtype", getattr(t, "dtype", type(t).__name__))
+        raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+        header[name] = {"dtype": _NAMES_BY_DTYPE[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + raw.numel()]}
+        payload.append(raw)
+        offset += raw.numel()
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # keep the data section 8-byte aligned, as the spec's writer does
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for raw in payload:
+            if raw.numel():  # ctypes, not numpy: the package must not depend on numpy
+                f.write(ctypes.string_at(raw.data_ptr(), raw.numel()))
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- gpt-oss loading
+
+HF_TENSOR_NAMES: dict[str, str] = {
+    "w13_blocks": "model.layers.{layer}.mlp.experts.gate_up_proj_blocks",
+    "w13_scales": "model.layers.{layer}.mlp.experts.gate_up_proj_scales",
+    "w13_bias": "model.layers.{layer}.mlp.experts.gate_up_proj_bias",
+    "w2_blocks": "model.layers.{layer}.mlp.experts.down_proj_blocks",
+    "w2_scales": "model.layers.{layer}.mlp.experts.down_proj_scales",
+    "w2_bias": "model.layers.{layer}.mlp.experts.down_proj_bias",
+}
+"""MoEWeights field -> tensor name in the Hugging Face gpt-oss checkpoints."""
+
+ORIGINAL_TENSOR_NAMES: dict[str, str] = {
+    "w13_blocks": "block.{layer}.mlp.mlp1_weight.blocks",
+    "w13_scales": "block.{layer}.mlp.mlp1_weight.scales",
+    "w13_bias": "block.{layer}.mlp.mlp1_bias",
+    "w2_blocks": "block.{layer}.mlp.mlp2_weight.blocks",
+    "w2_scales": "block.{layer}.mlp.mlp2_weight.scales",
+    "w2_bias": "block.{layer}.mlp.mlp2_bias",
+}
+"""The same tensors under openai/gpt-oss's own names (the ``original/`` folder)."""
+
+_INDEX = "model.safetensors.index.json"
+
+
+def _tensor_files(root: Path) -> tuple[dict[str, Path], Path]:
+    """Map every tensor name to its file; also return what to name in errors."""
+    if root.is_file():
+        return {n: root for n in read_safetensors_header(root)[0]}, root
+    if not root.is_dir():
+        _bad(root, "a safetensors file or a checkpoint folder", "no such file or folder")
+    index = root / _INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            assert isinstance(weight_map, dict)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+            _bad(index, 'JSON with a "weight_map" object', f"{type(exc).__name__}: {exc}")
+        return {n: root / f for n, f in weight_map.items()}, index
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+        _bad(root, "a folder with *.safetensors files", "none", "point at the model folder or one shard")
+    mapping: dict[str, Path] = {}
+    for f in files:
+        mapping.update({n: f for n in read_safetensors_header(f)[0]})
+    return mapping, root
+
+
+def load_gpt_oss_layer(path_or_dir: str | os.PathLike, layer: int,
+                       device: torch.device | str = "cpu") -> MoEWeights:
+    """Read one layer's MXFP4 experts from a gpt-oss safetensors file or (sharded) folder.
+
+    Accepts the Hugging Face names and openai/gpt-oss's original names. Only
+    the six expert tensors are read. Missing or malformed tensors raise
+    ConfigError whose ``path`` is ``<file>:<tensor name>``.
+    """
+    root = Path(path_or_dir)
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        _bad("layer", "a non-negative integer", layer)
+    files, where = _tensor_files(root)
+    names = next((s for s in (HF_TENSOR_NAMES, ORIGINAL_TENSOR_NAMES)
+                  if s["w13_blocks"].format(layer=layer) in files), None)
+    if names is None:
+        layers = sorted({int(n.split(".")[2]) for n in files
+                         if n.startswith("model.layers.") and n.endswith("gate_up_proj_blocks")})
+        _bad(f"{where}:{HF_TENSOR_NAMES['w13_blocks'].format(layer=layer)}",
+             "present (gpt-oss MXFP4 experts for this layer)", "missing",
+             f"a layer in {layers[0]}..{layers[-1]}" if layers else "a gpt-oss MXFP4 checkpoint")
+    tensors: dict[str, torch.Tensor | None] = {}
+    for field, pattern in names.items():
+        name = pattern.format(layer=layer)
+        if name not in files:
+            if field.endswith("_bias"):
+                tensors[field] = None
+                continue
+            _bad(f"{where}:{name}", "present", "missing", "the checkpoint is incomplete")
+        if not files[name].is_file():
+            _bad(f"{files[name]}:{name}", "an existing shard file", "missing file",
+                 f"re-download the shard named in {where}")
+        tensors[field] = load_safetensors(files[name], [name], device)[name]
+    weights = MoEWeights(**tensors)
+    try:
+        return weights.validate()
+    except KernelInputError as exc:
+        name = names[exc.tensor].format(layer=layer) if exc.tensor in names else exc.tensor
+        raise ConfigError(f"{files.get(name, where)}:{name}", exc.constraint, exc.got, exc.fix) from exc
+
+
+# --------------------------------------------------------------------------- synthetic checkpoints
+
+
+def random_gpt_oss_layer(num_experts: int, hidden: int, intermediate: int, *, seed: int,
+                         device: torch.device | str = "cpu", bias: bool = True) -> MoEWeights:
+    """A deterministic random layer in gpt-oss layout (bf16 biases), for tests without downloads.
+
+    Codes are uniform over all 16 E2M1 values; scales span 2**-9 .. 2**-5 so that,
+    for unit-scale inputs and small H, the gate/up pre-activations land around
+    +-1..10 and exercise both sides of the SwiGLU clamp.
+    """
+    for name, v in (("hidden_size", hidden), ("intermediate_size", intermediate)):
+        if v <= 0 or v % MX_BLOCK:
+            _fail(name, f"a positive multiple of {MX_BLOCK}", v)
+    if num_experts < 1:
+        _fail("num_experts", ">= 1", num_experts)
+    g = torch.Generator().manual_seed(seed)
+    e, h, i = num_experts, hidden, intermediate
+
+    def packed(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blocks = torch.randint(0, 256, (e, n, k // MX_BLOCK, _BYTES_PER_BLOCK), generator=g, dtype=torch.uint8)
+        scales = torch.randint(127 - 9, 127 - 5 + 1, (e, n, k // MX_BLOCK), generator=g, dtype=torch.uint8)
+        return blocks, scales
+
+    w13_blocks, w13_scales = packed(2 * i, h)
+    w2_blocks, w2_scales = packed(h, i)
+    b13 = (torch.randn(e, 2 * i, generator=g) * 0.5).to(torch.bfloat16) if bias else None
+    b2 = (torch.randn(e, h, generator=g) * 0.5).to(torch.bfloat16) if bias else None
+    return MoEWeights(w13_blocks, w13_scales, b13, w2_blocks, w2_scales, b2).validate().to(device)
+
+
+def write_random_gpt_oss_checkpoint(directory: str | os.PathLike, num_layers: int, *, num_experts: int = 4,
+                                    hidden: int = 64, intermediate: int = 64, top_k: int = 2, seed: int = 0,
+                                    shards: int = 1, bias: bool = True) -> Path:
+    """Write a tiny HF-style gpt-oss checkpoint (config.json + safetensors) and return its folder.
+
+    Layer ``i`` holds ``random_gpt_oss_layer(..., seed=seed + i)``. ``shards > 1``
+    splits the tensors over ``model-0000k-of-0000n.safetensors`` files with a
+    ``model.safetensors.index.json``, like the published checkpoints.
+    """
+    if num_layers < 1 or shards < 1:
+        _fail("num_layers" if num_layers < 1 else "shards", ">= 1", num_layers if num_layers < 1 else shards)
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for layer in range(num_layers):
+        w = random_gpt_oss_layer(num_experts, hidden, intermediate, seed=seed + layer, bias=bias)
+        for field, pattern in HF_TENSOR_NAMES.items():
+            if getattr(w, field) is not None:
+                tensors[pattern.format(layer=layer)] = getattr(w, field)
+    config = {
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+        "num_hidden_layers": num_layers, "num_local_experts": num_experts,
+        "num_experts_per_tok": top_k, "experts_per_token": top_k,
+        "hidden_size": hidden, "intermediate_size": intermediate,
+        "swiglu_alpha": 1.702, "swiglu_limit": 7.0, "torch_dtype": "bfloat16",
+        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
+    }
+    (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    names = list(tensors)
+    if shards == 1:
+        save_safetensors(root / "model.safetensors", tensors, {"format": "pt"})
+        return root
+    per = math.ceil(len(names) / shards)
+    weight_map: dict[str, str] = {}
+    for k in range(shards):
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in names[k * per:(k + 1) * per]}
+        save_safetensors(root / fname, part, {"format": "pt"})
+        weight_map.update({n: fname for n in part})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (root / _INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return root

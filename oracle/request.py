@@ -1,0 +1,260 @@
+"""The oracle's inputs, as frozen values.
+
+Everything the selector looks at is in a :class:`SelectionRequest`: keys, the
+requested backend, a :class:`Device` description, an :class:`Environment` of
+installed kernel libraries and an optional :class:`LayerSpec`.  None of these
+types reads the machine; :mod:`oracle.probe` builds them from the real one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Final, Mapping
+
+from oracle.errors import ConfigError
+from oracle.keys import BF16, Bf16Marker, QuantKey, canonical_name, kMxfp4Static
+
+__all__ = ["Device", "Environment", "LayerSpec", "SelectionRequest", "UNSET", "LIBRARIES",
+           "Version"]
+
+
+class _Unset:
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+#: Kernel libraries the matrix can require (the Environment's vocabulary).
+LIBRARIES: Final = (
+    "flashinfer", "triton_kernels", "vllm_ops", "deep_gemm", "aiter", "b12x", "humming",
+    "cuda_tile", "cutlass_dsl", "intel_xpu", "torch",
+)
+
+_CUDA_RE = re.compile(r"^(?:sm_?|cuda:?|compute_)?(\d{2,3})[af]?$")
+_DOTTED_RE = re.compile(r"^(\d{1,2})\.(\d)$")
+_GFX_RE = re.compile(r"^gfx[0-9a-f]{3,4}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device description: platform (cuda | rocm | xpu | cpu) and arch.
+
+    ``arch`` is an int SM number for CUDA (90, 100, ...), a ``gfx...`` string for
+    ROCm, and ``"xpu"`` / ``"cpu"`` otherwise.  Any well-formed arch is valid, also
+    one that no matrix row mentions (sm101, sm130, gfx1200): it is simply covered by
+    no row.
+    """
+
+    platform: str
+    arch: int | str
+
+    @property
+    def name(self) -> str:
+        if self.platform == "cuda":
+            return f"sm{self.arch}"
+        return str(self.arch)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, text: object) -> Device:
+        if isinstance(text, Device):
+            return text
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu or cpu",
+                              repr(text), "sm90")
+        t = text.strip().lower()
+        if t in ("cpu", "xpu"):
+            return cls(t, t)
+        if _GFX_RE.match(t):
+            return cls("rocm", t)
+        m = _CUDA_RE.match(t)
+        if m:
+            return cls("cuda", int(m.group(1)))
+        m = _DOTTED_RE.match(t)
+        if m:
+            return cls("cuda", int(m.group(1)) * 10 + int(m.group(2)))
+        raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu or cpu",
+                          repr(text), "sm90, sm100, 10.0, gfx942, xpu or cpu")
+
+
+Version = tuple[int, ...]
+
+
+def parse_version(text: str) -> Version:
+    parts = []
+    for piece in re.split(r"[.+-]", text):
+        if piece.isdigit():
+            parts.append(int(piece))
+        else:
+            m = re.match(r"^(\d+)", piece)
+            if m:
+                parts.append(int(m.group(1)))
+            break
+    if not parts:
+        raise ConfigError("libraries", "NAME or NAME=VERSION with a numeric version",
+                          repr(text), "flashinfer=0.7.2")
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Which kernel libraries are installed, with versions (``None`` = any/unknown).
+
+    ``assume_all()`` says every library is present at a version that satisfies every
+    row; ``Environment.detect()`` (in :mod:`oracle.probe`) reads the real machine.
+    Stored as a sorted tuple so the value hashes, compares and pickles (it travels
+    between ranks in :func:`oracle.probe.select_for_group`).
+    """
+
+    libraries: tuple[tuple[str, Version | None], ...] = ()
+    all_present: bool = False
+
+    def __post_init__(self) -> None:
+        libs = self.libraries
+        items = libs.items() if isinstance(libs, Mapping) else libs
+        object.__setattr__(self, "libraries", tuple(sorted(
+            (str(k), tuple(v) if v is not None else None) for k, v in items)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Environment, (self.libraries, self.all_present))
+
+    @classmethod
+    def assume_all(cls) -> Environment:
+        return cls({}, all_present=True)
+
+    @classmethod
+    def none(cls) -> Environment:
+        return cls({})
+
+    def has(self, library: str) -> bool:
+        return self.all_present or any(name == library for name, _ in self.libraries)
+
+    def version(self, library: str) -> Version | None:
+        for name, ver in self.libraries:
+            if name == library:
+                return ver
+        return None
+
+    @classmethod
+    def parse(cls, text: str) -> Environment:
+        """``all`` | ``none`` | ``NAME[=VER],...`` (the CLI's ``--libraries``)."""
+        t = text.strip()
+        if t == "all":
+            return cls.assume_all()
+        if t in ("none", ""):
+            return cls.none()
+        libs: dict[str, Version | None] = {}
+        for item in t.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, _, ver = item.partition("=")
+            name = name.strip().lower().replace("-", "_")
+            if name == "flashinfer_python":
+                name = "flashinfer"
+            if name not in LIBRARIES:
+                from oracle.keys import suggest
+                s = suggest(name, LIBRARIES)
+                raise ConfigError("libraries", "a list of known kernel libraries", repr(name),
+                                  f"'{s}'" if s else ", ".join(LIBRARIES), LIBRARIES)
+            libs[name] = parse_version(ver) if ver.strip() else None
+        return cls(libs)
+
+    def describe(self) -> str:
+        if self.all_present:
+            return "all"
+        if not self.libraries:
+            return "none"
+        return ",".join(n if v is None else f"{n}={'.'.join(map(str, v))}"
+                        for n, v in self.libraries)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSpec:
+    """Geometry and semantics of one MoE layer; every field optional (None = unknown).
+
+    Unknown fields abstain: a gate that needs a value it does not have passes.
+    ``activation_fn`` is ``"swiglu_oai"`` (gpt-oss: alpha, limit, bias, interleaved
+    gate/up) or ``"swiglu"`` (plain SiLU-gated) or another name.
+    """
+
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_experts: int | None = None
+    top_k: int | None = None
+    activation_fn: str | None = None
+    swiglu_alpha: float | None = None
+    swiglu_limit: float | None = None
+    has_bias: bool | None = None
+    ep_size: int | None = None
+    tp_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+def _act_name(a: QuantKey | Bf16Marker | None | _Unset) -> str | None:
+    if a is UNSET:
+        return None
+    return canonical_name(a)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionRequest:
+    """Everything :func:`oracle.select` decides on.
+
+    ``activation`` is the user's override (``None``/``UNSET`` = no override;
+    :data:`oracle.keys.BF16` = strict BF16); ``checkpoint_activation`` is what the
+    checkpoint declares (``None``/``UNSET`` = nothing declared).
+    """
+
+    weight: QuantKey = kMxfp4Static
+    activation: QuantKey | Bf16Marker | None | _Unset = None
+    checkpoint_activation: QuantKey | Bf16Marker | None | _Unset = None
+    moe_backend: str = "auto"
+    device: Device = Device("cpu", "cpu")
+    environment: Environment = field(default_factory=Environment.assume_all)
+    layer: LayerSpec | None = None
+    allow_activation_fallback: bool = False
+
+    def with_(self, **changes: Any) -> SelectionRequest:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weight": canonical_name(self.weight),
+            "activation": _act_name(self.activation) if self.activation is not None else None,
+            "checkpoint_activation": (_act_name(self.checkpoint_activation)
+                                      if self.checkpoint_activation is not None else None),
+            "moe_backend": self.moe_backend,
+            "device": self.device.name,
+            "libraries": self.environment.describe(),
+            "layer": self.layer.to_dict() if self.layer else None,
+            "allow_activation_fallback": self.allow_activation_fallback,
+        }
+
+
+_ = BF16  # re-exported for convenience

@@ -1,0 +1,97 @@
+"""The oracle's outputs: a :class:`Selection` (winner + report) and per-candidate verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from oracle.keys import QuantKey, canonical_name
+from oracle.reasons import Reason
+from oracle.request import SelectionRequest
+
+__all__ = ["Rejection", "Verdict", "Selection"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one candidate cannot run this request."""
+
+    backend: str
+    reason: Reason
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"backend": self.backend, "reason": self.reason.value, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One candidate's line in :func:`oracle.explain`, in candidate order."""
+
+    position: int
+    backend: str
+    activation: str
+    status: str
+    verdict: str  # "selected" | "eligible" | "rejected"
+    reason: Reason | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "backend": self.backend,
+                "activation": self.activation, "status": self.status, "verdict": self.verdict,
+                "reason": self.reason.value if self.reason else None, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The winner and a report of every candidate's fate.
+
+    ``eligible`` lists every candidate that could run, winner first, in preference
+    order; ``rejected`` every one that cannot, with its reason.  ``notes`` records
+    what a reader of the logs must know: an activation fallback, weight padding.
+    ``fingerprint`` hashes the request and the matrix version, so two ranks that
+    decided on different inputs show different fingerprints.
+    """
+
+    backend: str
+    weight: QuantKey
+    activation: QuantKey | None
+    selected_by: str  # "pinned" | "auto"
+    eligible: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    notes: tuple[str, ...]
+    activation_fallback: bool
+    request: SelectionRequest
+    matrix_version: str
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "weight": canonical_name(self.weight),
+            "activation": canonical_name(self.activation),
+            "selected_by": self.selected_by,
+            "eligible": list(self.eligible),
+            "rejected": [r.to_dict() for r in self.rejected],
+            "notes": list(self.notes),
+            "activation_fallback": self.activation_fallback,
+            "request": self.request.to_dict(),
+            "matrix_version": self.matrix_version,
+            "fingerprint": self.fingerprint,
+        }
+
+    def describe(self) -> str:
+        req = self.request
+        lines = [
+            f"MXFP4 MoE backend: {self.backend} ({self.selected_by}) on {req.device.name}",
+            f"  weight {canonical_name(self.weight)}, activation {canonical_name(self.activation)}",
+        ]
+        if len(self.eligible) > 1:
+            lines.append("  also eligible: " + ", ".join(self.eligible[1:]))
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        if self.rejected:
+            lines.append(f"  rejected ({len(self.rejected)}):")
+            lines += [f"    {r.backend}: {r.reason.value} — {r.detail}" for r in self.rejected]
+        lines.append(f"  matrix {self.matrix_version}, fingerprint {self.fingerprint}")
+        return "\n".join(lines)
