@@ -397,9 +397,10 @@ def random_gpt_oss_layer(num_experts: int, hidden: int, intermediate: int, *, se
                          device: torch.device | str = "cpu", bias: bool = True) -> MoEWeights:
     """A deterministic random layer in gpt-oss layout (bf16 biases), for tests without downloads.
 
-    Codes are uniform over all 16 E2M1 values; scales span 2**-9 .. 2**-5 so that,
-    for unit-scale inputs and small H, the gate/up pre-activations land around
-    +-1..10 and exercise both sides of the SwiGLU clamp.
+    Codes are uniform over all 16 E2M1 values (RMS ~2.9); per-block exponents are
+    drawn from {c-2, c-1, c} with 2**c ~ 1/sqrt(K), so for unit-variance inputs
+    the GEMM outputs have RMS ~2 at any size and the tails cross the gpt-oss
+    SwiGLU clamp (7.0), exercising both sides of it.
     """
     for name, v in (("hidden_size", hidden), ("intermediate_size", intermediate)):
         if v <= 0 or v % MX_BLOCK:
@@ -410,8 +411,9 @@ def random_gpt_oss_layer(num_experts: int, hidden: int, intermediate: int, *, se
     e, h, i = num_experts, hidden, intermediate
 
     def packed(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = 127 - round(0.5 * math.log2(k))
         blocks = torch.randint(0, 256, (e, n, k // MX_BLOCK, _BYTES_PER_BLOCK), generator=g, dtype=torch.uint8)
-        scales = torch.randint(127 - 9, 127 - 5 + 1, (e, n, k // MX_BLOCK), generator=g, dtype=torch.uint8)
+        scales = torch.randint(c - 2, c + 1, (e, n, k // MX_BLOCK), generator=g, dtype=torch.uint8)
         return blocks, scales
 
     w13_blocks, w13_scales = packed(2 * i, h)

@@ -73,6 +73,12 @@ class Device:
         return self.name
 
     @classmethod
+    def detect(cls) -> Device:
+        """This machine's device (the probe layer; imports torch lazily)."""
+        from oracle.probe import detect_device
+        return detect_device()
+
+    @classmethod
     def parse(cls, text: object) -> Device:
         if isinstance(text, Device):
             return text
@@ -134,6 +140,12 @@ class Environment:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Environment, (self.libraries, self.all_present))
+
+    @classmethod
+    def detect(cls) -> Environment:
+        """Installed kernel libraries and versions (probe layer; imports nothing heavy)."""
+        from oracle.probe import detect_environment
+        return detect_environment()
 
     @classmethod
     def assume_all(cls) -> Environment:

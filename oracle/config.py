@@ -1,0 +1,262 @@
+"""``quantization_config``: per-layer-kind QuantSpec(weight, activation), shorthands, merging.
+
+What a user writes (``--quantization fp8_per_block``, ``--quantization-config
+'{"moe": {"activation": "mxfp8"}}'``, dotted flags) becomes one
+:class:`QuantizationConfigArgs`.  Anything malformed is a :class:`ConfigError`
+naming the field path (``moe.activation``), the bad value and the valid names.
+
+Difference from vLLM, on purpose: an explicit config is merged over the shorthand
+FIELD BY FIELD.  vLLM replaces the whole slot, so ``{"moe": {"activation":
+"mxfp8"}}`` over ``fp8_per_block`` silently drops the MoE weight key there; here
+the weight key stays.  An explicit ``null`` (slot or field) still beats the
+shorthand.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from oracle.errors import ConfigError, UnknownQuantKey
+from oracle.keys import (BF16, QUANT_KEY_NAMES, Bf16Marker, QuantKey, canonical_name,
+                         kFp8Static128BlockSym, kFp8StaticChannelSym, kFp8StaticTensorSym,
+                         kInt8StaticChannelSym, kMxfp4Static, kMxfp8Dynamic, kNvfp4Static,
+                         parse_quant_key, suggest)
+from oracle.request import UNSET, _Unset
+
+__all__ = ["QuantSpec", "QuantizationConfigArgs", "SHORTHANDS", "resolve_quantization_config",
+           "parse_spec_value"]
+
+Slot = QuantKey | Bf16Marker | None | _Unset
+_SLOTS: Final = ("linear", "moe")
+_FIELDS: Final = ("weight", "activation")
+
+
+@dataclass(frozen=True, slots=True)
+class QuantSpec:
+    """How one kind of layer is quantized.  ``UNSET`` = not specified (inherit/default);
+    ``None`` = explicitly unquantized; for ``activation``, :data:`BF16` is the strict
+    "keep activations in BF16" request."""
+
+    weight: QuantKey | None | _Unset = UNSET
+    activation: Slot = UNSET
+
+    def to_dict(self) -> dict[str, str | None]:
+        out: dict[str, str | None] = {}
+        for name in _FIELDS:
+            v = getattr(self, name)
+            if v is not UNSET:
+                out[name] = None if v is None else canonical_name(v)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class QuantizationConfigArgs:
+    """``linear`` / ``moe`` specs (``UNSET`` = not configured, ``None`` = unquantized)
+    and ``ignore``: module names kept unquantized (exact, ``re:`` regex or glob)."""
+
+    linear: QuantSpec | None | _Unset = UNSET
+    moe: QuantSpec | None | _Unset = UNSET
+    ignore: tuple[str, ...] = ()
+    _compiled: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        compiled = []
+        for i, pattern in enumerate(self.ignore):
+            if not isinstance(pattern, str) or not pattern:
+                raise ConfigError(f"ignore[{i}]", "a non-empty module name, re: regex or glob",
+                                  repr(pattern), '"lm_head" or "re:.*self_attn.*"')
+            if pattern.startswith("re:"):
+                try:
+                    compiled.append(re.compile(pattern[3:]))
+                except re.error as exc:
+                    raise ConfigError(f"ignore[{i}]", "a valid regular expression after 're:'",
+                                      repr(pattern), f"fix the regex ({exc})") from None
+            else:
+                compiled.append(pattern)
+        object.__setattr__(self, "_compiled", tuple(compiled))
+
+    def is_ignored(self, module: str) -> bool:
+        for pat in self._compiled:
+            if isinstance(pat, str):
+                if module == pat or fnmatch.fnmatchcase(module, pat):
+                    return True
+            elif pat.fullmatch(module):
+                return True
+        return False
+
+    @property
+    def moe_weight(self) -> QuantKey | None | _Unset:
+        return self.moe.weight if isinstance(self.moe, QuantSpec) else (
+            None if self.moe is None else UNSET)
+
+    @property
+    def moe_activation(self) -> Slot:
+        return self.moe.activation if isinstance(self.moe, QuantSpec) else UNSET
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for slot in _SLOTS:
+            v = getattr(self, slot)
+            if v is not UNSET:
+                out[slot] = None if v is None else v.to_dict()
+        if self.ignore:
+            out["ignore"] = list(self.ignore)
+        return out
+
+    @classmethod
+    def from_value(cls, value: Any) -> QuantizationConfigArgs:
+        """A dict, a JSON string, ``None`` or an instance → QuantizationConfigArgs."""
+        return _from_value(value)
+
+
+# Shorthand → slots.  A missing slot means the shorthand does not quantize that kind.
+SHORTHANDS: Final[dict[str, dict[str, QuantSpec | None]]] = {
+    "fp8_per_tensor": {"linear": QuantSpec(kFp8StaticTensorSym), "moe": QuantSpec(kFp8StaticTensorSym)},
+    "fp8_per_block": {"linear": QuantSpec(kFp8Static128BlockSym), "moe": QuantSpec(kFp8Static128BlockSym)},
+    "fp8_per_channel": {"linear": QuantSpec(kFp8StaticChannelSym), "moe": QuantSpec(kFp8StaticChannelSym)},
+    "mxfp8": {"linear": QuantSpec(kMxfp8Dynamic), "moe": QuantSpec(kMxfp8Dynamic)},
+    "mxfp4": {"linear": QuantSpec(kMxfp4Static), "moe": QuantSpec(kMxfp4Static)},
+    "int8_per_channel_weight_only": {"linear": None, "moe": QuantSpec(kInt8StaticChannelSym)},
+    "nvfp4_per_token": {"linear": None, "moe": QuantSpec(kNvfp4Static)},
+}
+
+
+def _key_or_error(value: Any, path: str, *, activation: bool) -> QuantKey | Bf16Marker | None:
+    if value is None:
+        return None
+    if isinstance(value, (QuantKey, Bf16Marker)):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(path, "a quant key name (string) or null", repr(value),
+                          "one of " + ", ".join(QUANT_KEY_NAMES), tuple(QUANT_KEY_NAMES))
+    if activation and value == "bf16":
+        return BF16
+    try:
+        return parse_quant_key(value, path=path)
+    except UnknownQuantKey:
+        raise
+    except ConfigError:  # pragma: no cover - parse_quant_key raises UnknownQuantKey only
+        raise
+
+
+def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
+    """A slot value: null, a shorthand or key name (weight), or {"weight", "activation"}."""
+    if value is None:
+        return None
+    if isinstance(value, QuantSpec):
+        return value
+    if isinstance(value, str):
+        if value in SHORTHANDS:
+            slots = SHORTHANDS[value]
+            if slot not in slots:
+                raise ConfigError(slot, f"a shorthand that configures {slot}", repr(value),
+                                  "a key name or {\"weight\": ..., \"activation\": ...}")
+            return slots[slot]
+        key = _key_or_error(value, f"{slot}.weight", activation=False)
+        return QuantSpec(weight=key)  # type: ignore[arg-type]
+    if isinstance(value, Mapping):
+        unknown = [k for k in value if k not in _FIELDS]
+        if unknown:
+            bad = unknown[0]
+            s = suggest(str(bad), _FIELDS)
+            raise ConfigError(f"{slot}.{bad}", "a known field (weight, activation)", repr(bad),
+                              f"'{s}'" if s else "weight or activation", _FIELDS)
+        kwargs: dict[str, Any] = {}
+        for name in _FIELDS:
+            if name in value:
+                kwargs[name] = _key_or_error(value[name], f"{slot}.{name}",
+                                             activation=name == "activation")
+        return QuantSpec(**kwargs)
+    raise ConfigError(slot, "null, a shorthand or key name, or an object with weight/activation",
+                      repr(value), '{"weight": "mxfp4_static", "activation": "mxfp8"}')
+
+
+def _from_value(value: Any) -> QuantizationConfigArgs:
+    if value is None:
+        return QuantizationConfigArgs()
+    if isinstance(value, QuantizationConfigArgs):
+        return value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError("quantization_config", "a JSON object", repr(value)[:80],
+                              f"fix the JSON ({exc})" if isinstance(exc, json.JSONDecodeError)
+                              else "a shallower JSON object") from None
+        if value is None:
+            return QuantizationConfigArgs()
+    if not isinstance(value, Mapping):
+        raise ConfigError("quantization_config", "a JSON object with linear/moe/ignore",
+                          repr(value)[:80], '{"moe": {"activation": "mxfp8"}}')
+    allowed = (*_SLOTS, "ignore")
+    for k in value:
+        if k not in allowed:
+            s = suggest(str(k), allowed)
+            raise ConfigError(f"quantization_config.{k}", "one of linear, moe, ignore", repr(k),
+                              f"'{s}'" if s else "linear, moe or ignore", allowed)
+    kwargs: dict[str, Any] = {}
+    for slot in _SLOTS:
+        if slot in value:
+            kwargs[slot] = parse_spec_value(value[slot], slot)
+    if "ignore" in value:
+        ign = value["ignore"]
+        if ign is None:
+            ign = []
+        if isinstance(ign, str):
+            ign = [ign]
+        if not isinstance(ign, (list, tuple)):
+            raise ConfigError("ignore", "a list of module names/patterns", repr(ign)[:80],
+                              '["lm_head", "re:.*router.*"]')
+        kwargs["ignore"] = tuple(ign)
+    return QuantizationConfigArgs(**kwargs)
+
+
+def _merge_spec(base: QuantSpec | None | _Unset, over: QuantSpec | None | _Unset,
+                explicit: Mapping[str, Any] | None) -> QuantSpec | None | _Unset:
+    if over is UNSET:
+        return base
+    if over is None or not isinstance(base, QuantSpec):
+        return over
+    # Field by field: only the fields the user actually wrote override the shorthand.
+    changes = {}
+    for name in _FIELDS:
+        value = getattr(over, name)
+        written = explicit is not None and name in explicit
+        if written or value is not UNSET:
+            changes[name] = value
+    return replace(base, **changes)
+
+
+def resolve_quantization_config(quantization: str | None = None,
+                                quantization_config: Any = None) -> QuantizationConfigArgs:
+    """Desugar ``quantization`` (a shorthand) and merge ``quantization_config`` over it."""
+    if quantization is not None and not isinstance(quantization, str):
+        raise ConfigError("quantization", "a shorthand name", repr(quantization),
+                          ", ".join(SHORTHANDS), tuple(SHORTHANDS))
+    base = QuantizationConfigArgs()
+    if quantization:
+        if quantization not in SHORTHANDS:
+            s = suggest(quantization, tuple(SHORTHANDS))
+            raise ConfigError("quantization", "a known shorthand", repr(quantization),
+                              f"'{s}'" if s else ", ".join(SHORTHANDS), tuple(SHORTHANDS))
+        slots = SHORTHANDS[quantization]
+        base = QuantizationConfigArgs(linear=slots.get("linear", UNSET),
+                                      moe=slots.get("moe", UNSET))
+    raw = quantization_config
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            pass  # _from_value reports it with the path
+    over = _from_value(raw if raw is not quantization_config else quantization_config)
+    explicit = raw if isinstance(raw, Mapping) else {}
+    linear = _merge_spec(base.linear, over.linear,
+                         explicit.get("linear") if isinstance(explicit.get("linear"), Mapping) else None)
+    moe = _merge_spec(base.moe, over.moe,
+                      explicit.get("moe") if isinstance(explicit.get("moe"), Mapping) else None)
+    return QuantizationConfigArgs(linear=linear, moe=moe, ignore=over.ignore or base.ignore)

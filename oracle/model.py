@@ -1,0 +1,306 @@
+"""The loader entry point: a model's config.json (+ user overrides) → the MoE selection.
+
+``select_for_model`` is what an inference engine calls at model init.  It reads
+the Hugging Face ``config.json`` (the checkpoint's ``quantization_config`` and
+the MoE geometry), merges the user's ``--quantization`` / ``--quantization-config``
+over it, builds a :class:`SelectionRequest` and asks the pure selector.  Reading
+the file is the only I/O; device and libraries are passed in (or probed by the
+CLI), never read here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from oracle.config import QuantizationConfigArgs, resolve_quantization_config
+from oracle.errors import ConfigError
+from oracle.keys import (BF16, Bf16Marker, QuantKey, canonical_name, kFp8DynamicTokenSym,
+                         kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static, kMxfp8Dynamic)
+from oracle.request import UNSET, Device, Environment, LayerSpec, SelectionRequest, _Unset
+from oracle.selection import Selection
+from oracle.selector import select
+
+__all__ = ["BUNDLED_MODELS", "CheckpointQuant", "ModelSelection", "load_model_config",
+           "checkpoint_quant", "layer_from_config", "build_request", "select_for_model"]
+
+BUNDLED_MODELS: Final = ("gpt-oss-20b", "gpt-oss-120b")
+_MAX_CONFIG_BYTES: Final = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointQuant:
+    """What the checkpoint itself declares about its MoE quantization."""
+
+    method: str | None
+    weight: QuantKey | None
+    activation: QuantKey | Bf16Marker | None | _Unset
+    modules_to_not_convert: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSelection:
+    """The MoE selection for a model plus what the loader needs next."""
+
+    model: str
+    selection: Selection
+    request: SelectionRequest
+    checkpoint: CheckpointQuant
+    quantization_config: QuantizationConfigArgs
+    unquantized_modules: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.selection.to_dict()
+        out["model"] = self.model
+        out["unquantized_modules"] = list(self.unquantized_modules)
+        return out
+
+
+def _source_label(model: Any) -> str:
+    if isinstance(model, Mapping):
+        return "config.json"
+    return str(model)
+
+
+def load_model_config(model: Any) -> tuple[str, dict[str, Any]]:
+    """(label, config dict) from a bundled name, a folder, a config.json path or a dict."""
+    if isinstance(model, Mapping):
+        return "config.json", dict(model)
+    if not isinstance(model, (str, Path)):
+        raise ConfigError("model", "a bundled name, a model folder, a config.json path or a dict",
+                          repr(model)[:80], ", ".join(BUNDLED_MODELS))
+    text_name = str(model)
+    if text_name in BUNDLED_MODELS:
+        res = resources.files("oracle.models").joinpath(f"{text_name}.json")
+        return f"{text_name} (bundled)", json.loads(res.read_text("utf-8"))
+    path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    label = str(path)
+    if not path.is_file():
+        raise ConfigError(label, "an existing config.json (or a folder holding one)", "missing",
+                          "a model folder with config.json, or " + ", ".join(BUNDLED_MODELS))
+    try:
+        data = path.read_bytes()[: _MAX_CONFIG_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(label, "a readable file", type(exc).__name__, "check permissions") from None
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(label, f"at most {_MAX_CONFIG_BYTES} bytes", "a larger file",
+                          "point at the model's config.json")
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(label, "UTF-8 JSON", "undecodable bytes", "re-save as UTF-8") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(label, "valid JSON", f"parse error ({str(exc)[:60]})",
+                          "fix or re-download config.json") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(label, "a JSON object", type(doc).__name__, "a Hugging Face config.json")
+    return label, doc
+
+
+def _int_field(cfg: Mapping[str, Any], key: str, label: str, *, required: bool,
+               aliases: tuple[str, ...] = ()) -> int | None:
+    for name in (key, *aliases):
+        if name in cfg:
+            value = cfg[name]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+                raise ConfigError(f"{label}:{name}", "a positive integer below 2**31",
+                                  repr(value)[:60], f"fix {name} in config.json")
+            return value
+    if required:
+        raise ConfigError(f"{label}:{key}", "present for an MoE model", "missing",
+                          f"add {key} to config.json")
+    return None
+
+
+def _float_field(cfg: Mapping[str, Any], key: str, label: str) -> float | None:
+    if key not in cfg or cfg[key] is None:
+        return None
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ConfigError(f"{label}:{key}", "a positive finite number", repr(value)[:60],
+                          f"fix {key} in config.json")
+    return float(value)
+
+
+def layer_from_config(cfg: Mapping[str, Any], label: str = "config.json") -> LayerSpec:
+    """The MoE geometry of a (gpt-oss style) config.json."""
+    experts = _int_field(cfg, "num_local_experts", label, required=True,
+                         aliases=("num_experts", "n_routed_experts"))
+    top_k = _int_field(cfg, "num_experts_per_tok", label, required=True, aliases=("top_k",))
+    hidden = _int_field(cfg, "hidden_size", label, required=True)
+    inter = _int_field(cfg, "intermediate_size", label, required=False,
+                       aliases=("moe_intermediate_size",))
+    if inter is None:
+        raise ConfigError(f"{label}:intermediate_size", "present for an MoE model", "missing",
+                          "add intermediate_size (or moe_intermediate_size)")
+    if top_k > experts:  # type: ignore[operator]
+        raise ConfigError(f"{label}:num_experts_per_tok", f"at most num_local_experts ({experts})",
+                          repr(top_k), "fix num_experts_per_tok")
+    limit = _float_field(cfg, "swiglu_limit", label)
+    gpt_oss = cfg.get("model_type") == "gpt_oss"
+    return LayerSpec(
+        hidden_size=hidden, intermediate_size=inter, num_experts=experts, top_k=top_k,
+        activation_fn="swiglu_oai" if gpt_oss or limit is not None else "swiglu",
+        swiglu_alpha=1.702 if gpt_oss else None, swiglu_limit=limit,
+        has_bias=True if gpt_oss else None,
+    )
+
+
+def _str_list(value: Any, path: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(path, "a list of module names", repr(value)[:60],
+                          '["lm_head", "model.layers.*.self_attn"]')
+    return tuple(value)
+
+
+def _ct_activation(scheme: Mapping[str, Any], path: str) -> QuantKey | None:
+    """compressed-tensors ``input_activations`` → activation key (None = bf16)."""
+    if scheme is None:
+        return None
+    if not isinstance(scheme, Mapping):
+        raise ConfigError(path, "an object or null", repr(scheme)[:60], "null for bf16 activations")
+    bits, typ = scheme.get("num_bits"), scheme.get("type")
+    group, dynamic = scheme.get("group_size"), scheme.get("dynamic")
+    if typ == "float" and bits == 8 and group == 32:
+        return kMxfp8Dynamic
+    if typ == "float" and bits == 4 and group == 32:
+        return kMxfp4Dynamic
+    if typ == "float" and bits == 8 and scheme.get("strategy") == "tensor":
+        return kFp8StaticTensorSym if dynamic is False else kFp8DynamicTokenSym
+    if typ == "float" and bits == 8 and scheme.get("strategy") == "token":
+        return kFp8DynamicTokenSym
+    raise ConfigError(path, "an activation scheme this oracle knows (mxfp8, mxfp4, fp8)",
+                      repr(dict(scheme))[:80], "null (bf16) or an MX scheme with group_size 32")
+
+
+def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> CheckpointQuant:
+    """The checkpoint's own quantization: gpt-oss ``mxfp4``, compressed-tensors, quark."""
+    qc = cfg.get("quantization_config")
+    if qc is None:
+        return CheckpointQuant(None, None, UNSET, ())
+    if not isinstance(qc, Mapping):
+        raise ConfigError(f"{label}:quantization_config", "an object", repr(qc)[:60],
+                          "remove it or use a supported quant_method")
+    method = qc.get("quant_method")
+    path = f"{label}:quantization_config"
+    if method == "mxfp4":
+        act = qc.get("activation_scheme", UNSET)
+        activation: Any = UNSET
+        if act is not UNSET and act is not None:
+            if act not in ("mxfp8", "bf16"):
+                raise ConfigError(f"{path}.activation_scheme", "mxfp8 or bf16", repr(act)[:40],
+                                  "remove activation_scheme")
+            activation = kMxfp8Dynamic if act == "mxfp8" else BF16
+        return CheckpointQuant("mxfp4", kMxfp4Static, activation,
+                               _str_list(qc.get("modules_to_not_convert"),
+                                         f"{path}.modules_to_not_convert"))
+    if method == "compressed-tensors":
+        groups = qc.get("config_groups")
+        if not isinstance(groups, Mapping) or not groups:
+            raise ConfigError(f"{path}.config_groups", "a non-empty object", repr(groups)[:60],
+                              "a compressed-tensors config with config_groups")
+        for gname, group in groups.items():
+            if not isinstance(group, Mapping) or not isinstance(group.get("weights"), Mapping):
+                raise ConfigError(f"{path}.config_groups.{gname}.weights", "an object",
+                                  repr(group)[:60], "a weights scheme")
+            w = group["weights"]
+            if w.get("type") == "float" and w.get("num_bits") == 4 and w.get("group_size") == 32:
+                act = _ct_activation(group.get("input_activations"),
+                                     f"{path}.config_groups.{gname}.input_activations")
+                return CheckpointQuant("compressed-tensors", kMxfp4Static,
+                                       BF16 if act is None else act,
+                                       _str_list(qc.get("ignore"), f"{path}.ignore"))
+        raise ConfigError(f"{path}.config_groups", "a group with MXFP4 weights "
+                          "(type float, num_bits 4, group_size 32)", "none", "an MXFP4 checkpoint")
+    if method == "quark":
+        g = qc.get("global_quant_config")
+        if not isinstance(g, Mapping) or not isinstance(g.get("weight"), Mapping):
+            raise ConfigError(f"{path}.global_quant_config.weight", "an object",
+                              repr(g)[:60], "a quark MXFP4 config")
+        w = g["weight"]
+        if w.get("dtype") != "fp4" or w.get("group_size") != 32:
+            raise ConfigError(f"{path}.global_quant_config.weight", "fp4 with group_size 32",
+                              repr(dict(w))[:80], "an MXFP4 (OCP MX) checkpoint")
+        inp = g.get("input_tensors")
+        if inp is None:
+            act: Any = BF16
+        elif isinstance(inp, Mapping) and inp.get("dtype") == "fp4" and inp.get("group_size") == 32:
+            act = kMxfp4Dynamic
+        elif isinstance(inp, Mapping) and inp.get("dtype") == "fp8_e4m3" and inp.get("group_size") == 32:
+            act = kMxfp8Dynamic
+        elif isinstance(inp, Mapping) and inp.get("dtype") == "fp8_e4m3":
+            act = kFp8StaticTensorSym
+        else:
+            raise ConfigError(f"{path}.global_quant_config.input_tensors",
+                              "null, fp4 or fp8_e4m3 (group 32 or per-tensor)", repr(inp)[:80],
+                              "a supported quark activation scheme")
+        return CheckpointQuant("quark", kMxfp4Static, act,
+                               _str_list(qc.get("exclude"), f"{path}.exclude"))
+    raise ConfigError(f"{path}.quant_method", "an MXFP4 method (mxfp4, compressed-tensors, quark)",
+                      repr(method)[:40], "an MXFP4 checkpoint, or no quantization_config plus "
+                      "--quantization mxfp4")
+
+
+def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = None,
+                  moe_backend: str = "auto", quantization: str | None = None,
+                  quantization_config: Any = None, environment: Environment | None = None,
+                  allow_activation_fallback: bool = False,
+                  ) -> tuple[SelectionRequest, str, CheckpointQuant, QuantizationConfigArgs]:
+    """Everything but the decision: (request, model label, checkpoint facts, merged config)."""
+    label, cfg = load_model_config(model)
+    layer = layer_from_config(cfg, label)
+    ckpt = checkpoint_quant(cfg, label)
+    qargs = resolve_quantization_config(quantization, quantization_config)
+    user_weight = qargs.moe_weight
+    if ckpt.weight is not None:
+        if user_weight is not UNSET and user_weight != ckpt.weight:
+            raise ConfigError("quantization_config.moe.weight",
+                              f"the checkpoint's weight key {canonical_name(ckpt.weight)} or unset",
+                              canonical_name(user_weight),  # type: ignore[arg-type]
+                              "drop the MoE weight override; an already-quantized checkpoint "
+                              "cannot change its weight format")
+        weight = ckpt.weight
+    elif isinstance(user_weight, QuantKey):
+        weight = user_weight
+    else:
+        raise ConfigError(f"{label}:quantization_config", "an MXFP4 MoE checkpoint or "
+                          "--quantization mxfp4", "an unquantized MoE",
+                          "--quantization mxfp4 (online MXFP4 quantization of the experts)")
+    # Only here, and only when the caller did not say, is the machine probed.
+    dev = Device.parse(device) if device is not None else Device.detect()
+    env = environment if environment is not None else Environment.detect()
+    request = SelectionRequest(
+        weight=weight, activation=qargs.moe_activation, checkpoint_activation=ckpt.activation,
+        moe_backend=moe_backend, device=dev, environment=env,
+        layer=layer, allow_activation_fallback=allow_activation_fallback,
+    )
+    return request, label, ckpt, qargs
+
+
+def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None = None,
+                     moe_backend: str = "auto", quantization: str | None = None,
+                     quantization_config: Any = None, environment: Environment | None = None,
+                     allow_activation_fallback: bool = False) -> ModelSelection:
+    """Select the MoE backend for ``model`` (bundled name, folder, config.json path or dict).
+
+    ``device`` / ``environment`` left as ``None`` are probed from this machine
+    (:mod:`oracle.probe`); pass values to answer for another machine.  The decision
+    itself is the pure :func:`oracle.select`.
+    """
+    request, label, ckpt, qargs = build_request(
+        model, device=device, moe_backend=moe_backend, quantization=quantization,
+        quantization_config=quantization_config, environment=environment,
+        allow_activation_fallback=allow_activation_fallback)
+    selection = select(request)
+    unquantized = tuple(dict.fromkeys((*ckpt.modules_to_not_convert, *qargs.ignore)))
+    return ModelSelection(label, selection, request, ckpt, qargs, unquantized)
