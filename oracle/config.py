@@ -153,7 +153,7 @@ def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
     if isinstance(value, str):
         if value in SHORTHANDS:
             slots = SHORTHANDS[value]
-            if slot not in slots:
+            if slots.get(slot) is None:  # e.g. nvfp4_per_token leaves linear unquantized
                 raise ConfigError(slot, f"a shorthand that configures {slot}", repr(value),
                                   "a key name or {\"weight\": ..., \"activation\": ...}")
             return slots[slot]

@@ -18,13 +18,12 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Final
 
 from oracle.errors import ConfigError, NoEligibleBackend, OracleError
 from oracle.keys import canonical_name
-from oracle.reasons import Reason
 from oracle.request import Device, Environment, SelectionRequest, Version, parse_version
 from oracle.selection import Rejection, Selection
 
@@ -124,12 +123,9 @@ def detect_environment() -> Environment:
             version: Version | None = parse_version(text)
         except ConfigError:
             version = None
-        if library in libs:
-            old = libs[library]
-            if old is None or (version is not None and version > old):
-                libs[library] = version if old is not None else old
-            continue
-        libs[library] = version
+        old = libs.get(library)
+        if library not in libs or (version is not None and (old is None or version > old)):
+            libs[library] = version
     return Environment(libs)
 
 
@@ -217,7 +213,7 @@ def _fingerprint(requests: Sequence[SelectionRequest], matrix_version: str) -> s
 
 
 def _group_eligible(base: SelectionRequest, pairs: Sequence[tuple[Device, Environment]]):
-    """Per distinct (device, environment): the evaluation of ``base`` on it."""
+    """Per distinct (device, environment): the selector's own evaluation of ``base`` on it."""
     from oracle.selector import evaluate
     return {pair: evaluate(base.with_(device=pair[0], environment=pair[1])) for pair in pairs}
 
@@ -234,7 +230,7 @@ def _common_order(base: SelectionRequest, pairs: Sequence[tuple[Device, Environm
 def _decide(requests: Sequence[SelectionRequest]) -> Selection:
     """The group decision; pure and deterministic in ``requests`` (same on every rank)."""
     from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
-    from oracle.selector import evaluate, select
+    from oracle.selector import select
 
     n = len(requests)
     base = requests[0]
@@ -255,22 +251,16 @@ def _decide(requests: Sequence[SelectionRequest]) -> Selection:
         ranks_of.setdefault(pair, []).append(r)
 
     # Per candidate (rank 0's candidate order): the ranks that reject it and why.
-    def gate_of(pair: tuple[Device, Environment], name: str) -> tuple[Reason | None, str]:
-        ev = evs[pair]
-        for row, gate in zip(ev.candidates, ev.gates):
-            if row.name == name:
-                if gate[0] is None and row.name not in {ev.candidates[i].name for i in ev.order}:
-                    return Reason.ACTIVATION_MISMATCH, "not in the preference order"
-                return gate
-        return Reason.NOT_AUTO_SELECTABLE, "not a candidate on this device"  # pragma: no cover
+    # (Every rank's candidate list holds the same rows; only auto's order is per arch.)
+    gates = {pair: {row.name: gate for row, gate in zip(ev.candidates, ev.gates)}
+             for pair, ev in evs.items()}
 
     rejected: list[Rejection] = []
-    common: list[str] = []
     eligible_order = [ev0.candidates[i].name for i in ev0.order]
     for row in ev0.candidates:
         fails = []
         for pair in distinct:
-            reason, detail = gate_of(pair, row.name)
+            reason, detail = gates[pair][row.name]
             if reason is not None:
                 for r in ranks_of[pair]:
                     fails.append((r, reason, detail))
@@ -287,7 +277,8 @@ def _decide(requests: Sequence[SelectionRequest]) -> Selection:
     if not common:
         act = canonical_name(ev0.activation) if ev0.strict else "any (bf16 preferred)"
         summary = (f"{canonical_name(base.weight)} weights, {act} activations, "
-                   f"moe_backend={base.moe_backend}, on all {n} ranks ({devices})")
+                   f"moe_backend={base.moe_backend}, on all {n} rank{'s' if n != 1 else ''} "
+                   f"({devices})")
         alternatives: list[str] = []
         if ev0.pinned is not None:
             try:
@@ -320,8 +311,8 @@ def _decide(requests: Sequence[SelectionRequest]) -> Selection:
         where = "" if len(ranks) == n else f" on rank{'s' if len(ranks) > 1 else ''} " \
                 f"{_ranks(sorted(ranks))}"
         notes.append(f"{winner}{where}: {detail}")
-    notes.append(f"agreed across {n} ranks ({devices}): {winner} is the first candidate in "
-                 f"rank 0's preference order that is eligible on every rank")
+    notes.append(f"agreed across {n} rank{'s' if n != 1 else ''} ({devices}): {winner} is the "
+                 f"first candidate in rank 0's preference order that is eligible on every rank")
     for pair in distinct:
         ev = evs[pair]
         local = ev.candidates[ev.winner].name if ev.winner is not None else None
@@ -330,7 +321,6 @@ def _decide(requests: Sequence[SelectionRequest]) -> Selection:
                          f"{_ranks(ranks_of[pair])} ({pair[0].name}) alone would pick "
                          f"{local or 'nothing'}")
     fallback = pinned.activation_fallback
-    _ = evaluate  # the gates are the selector's own (oracle.selector.evaluate)
     return Selection(
         backend=winner, weight=row.weight, activation=row.activation,
         selected_by="auto" if ev0.pinned is None else "pinned",
@@ -419,5 +409,3 @@ def select_for_group(request_or_model: Any, group: Any = None, *, device: Any = 
         raise outcome
     return outcome
 
-
-_ = replace  # dataclasses.replace is re-exported for callers that adjust a Selection
