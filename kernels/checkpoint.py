@@ -336,10 +336,12 @@ def _tensor_files(root: Path) -> tuple[dict[str, Path], Path]:
     index = root / _INDEX
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            assert isinstance(weight_map, dict)
-        except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+            weight_map = json.loads(index.read_text()).get("weight_map")
+        except (OSError, ValueError, AttributeError) as exc:
             _bad(index, 'JSON with a "weight_map" object', f"{type(exc).__name__}: {exc}")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            _bad(f"{index}:weight_map", "an object mapping tensor names to shard file names",
+                 type(weight_map).__name__)
         return {n: root / f for n, f in weight_map.items()}, index
     files = sorted(root.glob("*.safetensors"))
     if not files:

@@ -4,15 +4,27 @@ The table is data; this module turns it into frozen :class:`Row` values and
 precomputed indexes, and refuses a malformed table with a :class:`MatrixError`
 naming the row and field.  Validation happens once, at import of
 :mod:`oracle.matrix`, so a broken table never reaches the selector.
+
+Import cost: the TOML stays the source of truth, but importing :mod:`tomllib` and
+parsing the table with it was the largest single cost of ``import oracle``.  The
+parsed *document* is therefore cached next to the table, like a ``.pyc``
+(``__pycache__/mxfp4_moe.toml.<cache_tag>.marshal``, holding the exact TOML bytes it
+was parsed from plus the parsed document).  At import the table is read, the cache
+is used only if it was made from byte-identical text, and the document is validated
+by :func:`parse_matrix` either way: the cache skips parsing, never validation.
+A missing, stale or unreadable cache just means tomllib parses the table (and the
+cache is rewritten if the folder is writable and bytecode writing is enabled).
 """
 
 from __future__ import annotations
 
+import marshal
+import os
 import re
-import tomllib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
+from functools import lru_cache
 from typing import Any, Final
 
 from oracle.errors import MatrixError
@@ -71,6 +83,7 @@ class Row:
     intermediate_align: int
     pads: bool
     ep_required: bool = False
+    last_resort: bool = False
     min_versions: tuple[tuple[str, Version], ...] = ()
     arch_status: tuple[tuple[str, ArchStatus], ...] = ()
     flashinfer_runner: str | None = None
@@ -82,7 +95,7 @@ class Row:
 
     @property
     def platforms(self) -> frozenset[str]:
-        return frozenset(arch_platform(a) for a in self.archs)
+        return _platforms_of(self.archs)
 
     def status_on(self, arch: str) -> ArchStatus:
         for a, st in self.arch_status:
@@ -95,8 +108,22 @@ class Row:
         return canonical_name(self.activation)
 
     def sorted_archs(self) -> list[str]:
-        order = {a: i for i, a in enumerate(ARCHS_IN_SCOPE)}
-        return sorted(self.archs, key=lambda a: (order.get(a, len(order)), a))
+        return list(_sorted_archs_of(self.archs))
+
+
+_ARCH_ORDER: Final = {a: i for i, a in enumerate(ARCHS_IN_SCOPE)}
+
+
+# Row-derived values, memoized by the (immutable, hash-caching) arch set: rows are
+# values, so two rows with the same archs share the result.
+@lru_cache(maxsize=1024)
+def _platforms_of(archs: frozenset[str]) -> frozenset[str]:
+    return frozenset(arch_platform(a) for a in archs)
+
+
+@lru_cache(maxsize=1024)
+def _sorted_archs_of(archs: frozenset[str]) -> tuple[str, ...]:
+    return tuple(sorted(archs, key=lambda a: (_ARCH_ORDER.get(a, len(_ARCH_ORDER)), a)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +144,14 @@ class Matrix:
     adjustments: tuple[Adjustment, ...]
     by_name: Mapping[str, Row] = field(init=False, repr=False)
     _order_cache: dict[str, tuple[Row, ...]] = field(init=False, repr=False, compare=False)
+    #: Derived per-device indexes the selector builds on first use (see
+    #: ``oracle.selector._device_facts``); part of the value, never of its identity.
+    _memo: dict[Any, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {r.name: r for r in self.rows})
         object.__setattr__(self, "_order_cache", {})
+        object.__setattr__(self, "_memo", {})
 
     def backend_names(self) -> list[str]:
         """Every accepted ``--moe-backend`` value (lower-case)."""
@@ -149,7 +180,7 @@ class Matrix:
 _ROW_FIELDS: Final = {
     "name", "family", "weight", "activation", "archs", "libraries", "status", "rank", "auto",
     "layout", "activation_fns", "bias", "expert_parallel", "hidden_align", "intermediate_align",
-    "pads", "ep_required", "min_versions", "arch_status", "flashinfer_runner",
+    "pads", "ep_required", "last_resort", "min_versions", "arch_status", "flashinfer_runner",
     "flashinfer_config", "flashinfer_divergence", "source", "note", "link",
 }
 _REQUIRED: Final = ("name", "family", "weight", "activation", "archs", "libraries", "status",
@@ -165,10 +196,17 @@ def _need(row: str, data: Mapping[str, Any], key: str, kind: type | tuple[type, 
     return value
 
 
+def _opt_bool(row: str, data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise MatrixError(row, key, "true or false", repr(value))
+    return value
+
+
 def _key(row: str, field_name: str, value: Any, allow_none: bool) -> QuantKey | None:
     if allow_none and value == "None":
         return None
-    if value not in KEY_CONSTANTS:
+    if not isinstance(value, str) or value not in KEY_CONSTANTS:
         raise MatrixError(row, field_name, "a QuantKey constant name from oracle.keys"
                           + (' or "None"' if allow_none else ""), repr(value),
                           ", ".join(sorted(KEY_CONSTANTS)))
@@ -193,6 +231,8 @@ def _parse_row(data: Any, index: int) -> Row:
         raise MatrixError(f"#{index}", "row", "a table", repr(data))
     name = data.get("name")
     row = name if isinstance(name, str) else f"#{index}"
+    if not isinstance(name, str):
+        raise MatrixError(row, "name", "an UPPER_SNAKE_CASE string", repr(name))
     unknown = set(data) - _ROW_FIELDS
     if unknown:
         raise MatrixError(row, sorted(unknown)[0], "a known field", repr(sorted(unknown)),
@@ -208,18 +248,31 @@ def _parse_row(data: Any, index: int) -> Row:
     status = _need(row, data, "status", str, f"one of {STATUSES}")
     if status not in STATUSES:
         raise MatrixError(row, "status", f"one of {', '.join(STATUSES)}", repr(status))
+    if status == "known_bad" and not (data.get("note") and data.get("link")):
+        raise MatrixError(row, "note", "a reason (note) and a link for a known_bad row",
+                          "missing", "add note = \"...\" and link = \"https://...\"")
     libraries = _need(row, data, "libraries", list, "a list of library names")
     for lib in libraries:
         if lib not in LIBRARIES:
             raise MatrixError(row, "libraries", f"names from {', '.join(LIBRARIES)}", repr(lib))
     min_versions = []
-    for lib, ver in dict(data.get("min_versions", {})).items():
+    raw_versions = data.get("min_versions", {})
+    if not isinstance(raw_versions, Mapping):
+        raise MatrixError(row, "min_versions", "a table {library = \"VERSION\"}",
+                          repr(raw_versions))
+    for lib, ver in raw_versions.items():
         if lib not in libraries:
             raise MatrixError(row, "min_versions", "versions of libraries the row requires",
                               repr(lib))
-        min_versions.append((lib, parse_version(str(ver))))
+        if not isinstance(ver, str) or not re.match(r"^\d+(\.\d+)*", ver):
+            raise MatrixError(row, "min_versions", f"a numeric version string for {lib}, "
+                              "like 0.6.18", repr(ver))
+        min_versions.append((lib, parse_version(ver)))
     archs = _arch_list(row, "archs", data["archs"])
     arch_status = []
+    for table in ("arch_status", "flashinfer_divergence"):
+        if not isinstance(data.get(table, {}), Mapping):
+            raise MatrixError(row, table, "a table keyed by arch", repr(data.get(table)))
     for arch, st in dict(data.get("arch_status", {})).items():
         if arch not in archs:
             raise MatrixError(row, f"arch_status.{arch}", "an arch listed in archs", repr(arch))
@@ -254,7 +307,8 @@ def _parse_row(data: Any, index: int) -> Row:
         activation_fns=tuple(fns),
         bias=_need(row, data, "bias", bool, "true or false"),
         expert_parallel=_need(row, data, "expert_parallel", bool, "true or false"),
-        ep_required=bool(data.get("ep_required", False)),
+        ep_required=_opt_bool(row, data, "ep_required"),
+        last_resort=_opt_bool(row, data, "last_resort"),
         pads=_need(row, data, "pads", bool, "true or false"),
         min_versions=tuple(min_versions), arch_status=tuple(sorted(arch_status)),
         flashinfer_runner=data.get("flashinfer_runner"),
@@ -326,12 +380,77 @@ def parse_matrix(doc: Mapping[str, Any]) -> Matrix:
     return Matrix(version, rows, names, tuple(adjustments))
 
 
-def load_matrix(text: str | None = None) -> Matrix:
-    """Parse the bundled table (or ``text``, for tests that feed broken tables)."""
-    if text is None:
-        text = resources.files("oracle.matrix").joinpath("mxfp4_moe.toml").read_text("utf-8")
+_TABLE: Final = "mxfp4_moe.toml"
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    import tomllib  # only on a cache miss or for a table given as text
+
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError("<table>", "toml", "valid TOML", str(exc)) from None
-    return parse_matrix(doc)
+
+
+def _read_bundled() -> tuple[bytes, str | None]:
+    """(the bundled table's bytes, its folder on disk or None when not a plain file)."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    try:
+        with open(os.path.join(folder, _TABLE), "rb") as fh:
+            return fh.read(), folder
+    except OSError:  # e.g. imported from a zip: go through the resource API
+        from importlib import resources
+        return resources.files("oracle.matrix").joinpath(_TABLE).read_bytes(), None
+
+
+def _cache_path(folder: str) -> str:
+    name = f"{_TABLE}.{sys.implementation.cache_tag}.marshal"
+    prefix = sys.pycache_prefix
+    if prefix:  # mirror CPython's layout for PYTHONPYCACHEPREFIX
+        return os.path.join(prefix, folder.lstrip(os.sep), name)
+    return os.path.join(folder, "__pycache__", name)
+
+
+def _bundled_document() -> dict[str, Any]:
+    """The bundled table, parsed: from the marshal cache when it matches, else tomllib."""
+    raw, folder = _read_bundled()
+    cache = _cache_path(folder) if folder is not None and sys.implementation.cache_tag else None
+    if cache is not None:
+        try:
+            with open(cache, "rb") as fh:
+                source, doc = marshal.loads(fh.read())
+            if source == raw and isinstance(doc, dict):
+                return doc
+        except Exception:  # noqa: BLE001 - missing/corrupt/foreign cache: parse the TOML
+            pass
+    # Text-mode semantics (universal newlines), exactly as the table was always read.
+    doc = _parse_toml(raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n"))
+    if cache is not None and not sys.dont_write_bytecode:
+        _write_cache(cache, raw, doc)
+    return doc
+
+
+def _write_cache(cache: str, raw: bytes, doc: dict[str, Any]) -> None:
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        blob = marshal.dumps((raw, doc))
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, cache)  # atomic: concurrent importers never see half a file
+    except (OSError, ValueError):  # read-only install, or a value marshal cannot hold
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def load_matrix(text: str | None = None) -> Matrix:
+    """Parse and validate the bundled table (or ``text``, for tests that feed broken tables).
+
+    The bundled table's parsed document may come from the cache described in the
+    module docstring; validation (:func:`parse_matrix`) always runs.
+    """
+    if text is None:
+        return parse_matrix(_bundled_document())
+    return parse_matrix(_parse_toml(text))

@@ -12,7 +12,6 @@ activation) is the marker :data:`BF16`, which the oracle treats like a key.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Final
 
@@ -179,6 +178,8 @@ def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str | None:
     lowered = {c.lower(): c for c in choices}
     if name.lower() in lowered:
         return lowered[name.lower()]
+    import difflib  # error path only: keeps it out of `import oracle`
+
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None
 

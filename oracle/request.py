@@ -63,6 +63,15 @@ class Device:
     platform: str
     arch: int | str
 
+    def __post_init__(self) -> None:
+        # Any platform/arch value is a valid input (no row may cover it); only the types
+        # are checked, so the value hashes and prints.
+        ok = isinstance(self.platform, str) and isinstance(self.arch, (int, str)) \
+            and not isinstance(self.arch, bool)
+        if not ok:
+            raise ConfigError("device", "Device(platform: str, arch: int or str)",
+                              repr((self.platform, self.arch))[:60], "Device.parse('sm90')")
+
     @property
     def name(self) -> str:
         if self.platform == "cuda":
@@ -134,9 +143,29 @@ class Environment:
 
     def __post_init__(self) -> None:
         libs = self.libraries
-        items = libs.items() if isinstance(libs, Mapping) else libs
-        object.__setattr__(self, "libraries", tuple(sorted(
-            (str(k), tuple(v) if v is not None else None) for k, v in items)))
+        try:
+            items = list(libs.items() if isinstance(libs, Mapping) else libs)
+            norm = []
+            for name, ver in items:
+                if isinstance(ver, str):
+                    ver = parse_version(ver)
+                if not isinstance(name, str) or not (
+                        ver is None or (isinstance(ver, tuple) and all(
+                            isinstance(p, int) and not isinstance(p, bool) for p in ver))):
+                    raise TypeError
+                norm.append((name, ver))
+        except (TypeError, ValueError):
+            raise ConfigError("environment", "library names mapped to version tuples or None",
+                              repr(libs)[:60], "Environment.parse('flashinfer=0.7.2,torch')")
+        names = [n for n, _ in norm]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ConfigError("environment", "each library at most once", repr(dup),
+                              "list each library once")
+        object.__setattr__(self, "libraries", tuple(sorted(norm)))
+        if not isinstance(self.all_present, bool):
+            raise ConfigError("environment.all_present", "True or False",
+                              repr(self.all_present)[:40], "Environment.assume_all()")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Environment, (self.libraries, self.all_present))
@@ -218,6 +247,19 @@ class LayerSpec:
     ep_size: int | None = None
     tp_size: int | None = None
 
+    def __post_init__(self) -> None:
+        # Wrong types are a ConfigError naming the field (never a TypeError later, e.g.
+        # when the request is hashed for the selector's cache).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            kind = _LAYER_TYPES[f.name]
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in kind)
+            if not ok:
+                raise ConfigError(f"layer.{f.name}", f"{' or '.join(k.__name__ for k in kind)} "
+                                  "or None", repr(value)[:60], f"fix layer.{f.name}")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
         known = {f.name for f in fields(cls)}
@@ -226,6 +268,18 @@ class LayerSpec:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) is not None}
+
+
+_LAYER_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "hidden_size": (int,), "intermediate_size": (int,), "num_experts": (int,), "top_k": (int,),
+    "activation_fn": (str,), "swiglu_alpha": (float, int), "swiglu_limit": (float, int),
+    "has_bias": (bool,), "ep_size": (int,), "tp_size": (int,),
+}
+
+
+def _check_field(path: str, value: Any, kinds: tuple[Any, ...], constraint: str) -> None:
+    if not any(value is k if not isinstance(k, type) else isinstance(value, k) for k in kinds):
+        raise ConfigError(path, constraint, repr(value)[:60], f"pass {constraint}")
 
 
 def _act_name(a: QuantKey | Bf16Marker | None | _Unset) -> str | None:
@@ -251,6 +305,19 @@ class SelectionRequest:
     environment: Environment = field(default_factory=Environment.assume_all)
     layer: LayerSpec | None = None
     allow_activation_fallback: bool = False
+
+    def __post_init__(self) -> None:
+        _check_field("weight", self.weight, (QuantKey,), "a QuantKey")
+        for name in ("activation", "checkpoint_activation"):
+            _check_field(name, getattr(self, name), (QuantKey, Bf16Marker, _Unset, type(None)),
+                         "a QuantKey, BF16 or None")
+        _check_field("moe_backend", self.moe_backend, (str,), "a backend name string")
+        _check_field("device", self.device, (Device,), "a Device (Device.parse('sm90'))")
+        _check_field("environment", self.environment, (Environment,),
+                     "an Environment (Environment.assume_all())")
+        _check_field("layer", self.layer, (LayerSpec, type(None)), "a LayerSpec or None")
+        _check_field("allow_activation_fallback", self.allow_activation_fallback, (bool,),
+                     "True or False")
 
     def with_(self, **changes: Any) -> SelectionRequest:
         return replace(self, **changes)

@@ -21,14 +21,12 @@ Rules (parity with vLLM after PR #41566, strict where vLLM is silent):
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from oracle.errors import ActivationConflict, NoEligibleBackend, UnknownBackend
 from oracle.keys import BF16, QuantKey, canonical_name, suggest
-from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row
+from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, ArchStatus, Matrix, Row
 from oracle.reasons import Reason
 from oracle.request import UNSET, Device, SelectionRequest
 from oracle.selection import Rejection, Selection, Verdict
@@ -89,16 +87,52 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def _gate(row: Row, req: SelectionRequest, strict: bool, act: _Act, auto: bool,
-          allow_bf16_fallback: bool) -> tuple[Reason | None, str]:
-    """The first failing gate for ``row`` (or ``None`` and an informational detail)."""
-    dev: Device = req.device
+# What depends only on (row, device) -- the platform and arch gates, their Rejection,
+# and the row's status on the arch -- is computed once per device and matrix and
+# kept in the matrix's memo (an index like Matrix.auto_order, never invalidated:
+# the matrix is immutable).  Bounded, in case a caller probes endless made-up devices.
+_Facts = tuple[tuple[Reason, str] | None, Rejection | None, ArchStatus]
+_DEVICE_MEMO_LIMIT = 256
+
+
+def _row_facts(row: Row, dev: Device) -> _Facts:
+    """(failed device gate or None, its Rejection, the row's status on this arch)."""
     arch = dev.name
+    gate: tuple[Reason, str] | None = None
     if dev.platform not in row.platforms:
-        return (Reason.PLATFORM_UNSUPPORTED,
+        gate = (Reason.PLATFORM_UNSUPPORTED,
                 f"runs on {'/'.join(sorted(row.platforms))}, got {dev.platform} ({arch})")
-    if arch not in row.archs:
-        return Reason.ARCH_UNSUPPORTED, f"needs {_fmt_archs(row)}, got {arch}"
+    elif arch not in row.archs:
+        gate = (Reason.ARCH_UNSUPPORTED, f"needs {_fmt_archs(row)}, got {arch}")
+    rejection = Rejection(row.name, gate[0], gate[1]) if gate is not None else None
+    return gate, rejection, row.status_on(arch)
+
+
+def _device_facts(matrix: Matrix, dev: Device) -> dict[str, _Facts]:
+    """Row name -> :func:`_row_facts`, for every row of ``matrix``, memoized per device."""
+    key = ("device", dev.platform, dev.name)
+    memo = matrix._memo
+    facts = memo.get(key)
+    if facts is not None:
+        return facts
+    facts = {row.name: _row_facts(row, dev) for row in matrix.rows}
+    if len(memo) >= _DEVICE_MEMO_LIMIT:
+        for k in [k for k in memo if k[0] == "device"]:
+            del memo[k]
+    memo[key] = facts
+    return facts
+
+
+def _gate(row: Row, req: SelectionRequest, strict: bool, act: _Act, auto: bool,
+          allow_bf16_fallback: bool, facts: _Facts | None = None) -> tuple[Reason | None, str]:
+    """The first failing gate for ``row`` (or ``None`` and an informational detail).
+
+    ``facts`` is the row's entry of :func:`_device_facts` for ``req.device``.
+    """
+    static, _, st = facts if facts is not None else _row_facts(row, req.device)
+    if static is not None:  # platform / arch (shared tuple: _select reuses the Rejection)
+        return static
+    arch = req.device.name
     if row.weight != req.weight:
         return (Reason.WEIGHT_MISMATCH,
                 f"takes {canonical_name(row.weight)} weights, got {canonical_name(req.weight)}")
@@ -114,7 +148,6 @@ def _gate(row: Row, req: SelectionRequest, strict: bool, act: _Act, auto: bool,
         if have is not None and have < minimum:
             return (Reason.LIBRARY_VERSION,
                     f"needs {lib} >= {_versions(minimum)}, got {_versions(have)}")
-    st = row.status_on(arch)
     if st.status == "known_bad":
         link = f" ({st.link})" if st.link else ""
         return Reason.KNOWN_BAD, f"known bad on {arch}: {st.reason}{link}"
@@ -178,17 +211,19 @@ def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
     else:
         candidates = tuple(matrix.by_name[n] for n in names)  # type: ignore[union-attr]
     allow = strict and request.allow_activation_fallback and act is not None
-    gates = tuple(_gate(r, request, strict, act, auto, allow) for r in candidates)
+    facts = _device_facts(matrix, request.device)
+    gates = tuple(_gate(r, request, strict, act, auto, allow, facts[r.name]) for r in candidates)
     ok = [i for i, (reason, _) in enumerate(gates) if reason is None]
-    if strict:
-        preferred = [i for i in ok if candidates[i].activation == act]
-        rest = [i for i in ok if candidates[i].activation != act]  # BF16 fallback (opt-in)
-    else:
-        preferred = [i for i in ok if candidates[i].activation is None]
-        rest = [i for i in ok if candidates[i].activation is not None]
-    order = tuple(preferred + rest)
+    wanted = act if strict else None  # no request: BF16 activations preferred
+    # Preference: wanted activation, then the reported activation fallback, and only
+    # then last-resort rows (EMULATION), so a real quantized kernel beats emulation.
+    tiers: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+    for i in ok:
+        row = candidates[i]
+        tiers[2 * row.last_resort + (row.activation != wanted)].append(i)
+    order = tuple(tiers[0] + tiers[1] + tiers[2] + tiers[3])
     winner = order[0] if order else None
-    fallback = bool(winner is not None and not preferred)
+    fallback = bool(winner is not None and candidates[winner].activation != wanted)
     return Evaluation(request, None if auto else request.moe_backend, candidates, gates, strict,
                       act, order, winner, fallback)
 
@@ -206,6 +241,9 @@ def evaluate(request: SelectionRequest, matrix: Matrix | None = None) -> Evaluat
 
 
 def _fingerprint(request: SelectionRequest, matrix: Matrix) -> str:
+    import hashlib  # not at import time: only a computed selection needs them
+    import json
+
     payload = json.dumps({"request": request.to_dict(), "matrix": matrix.version},
                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -224,38 +262,69 @@ def _working_elsewhere(request: SelectionRequest, matrix: Matrix) -> tuple[list[
     if request.moe_backend.strip().lower() != "auto":
         ev = evaluate(request.with_(moe_backend="auto"), matrix)
         alternatives = [ev.candidates[i].name.lower() for i in ev.order]
+    if not alternatives:  # opt-in variants that would run if pinned
+        ev = evaluate(request, matrix) if request.moe_backend.strip().lower() == "auto" else ev
+        alternatives = [r.name.lower() for r, (reason, _) in zip(ev.candidates, ev.gates)
+                        if reason is Reason.NOT_AUTO_SELECTABLE]
     archs: list[str] = []
     if not alternatives:
-        for arch in ARCHS_IN_SCOPE:
+        for arch, device in _scope_devices():
             if arch == request.device.name:
                 continue
-            ev = evaluate(request.with_(device=Device.parse(arch)), matrix)
+            ev = evaluate(request.with_(device=device), matrix)
             if ev.winner is not None:
                 archs.append(arch)
     return alternatives[:6], archs
 
 
+@lru_cache(maxsize=1)
+def _scope_devices() -> tuple[tuple[str, Device], ...]:
+    return tuple((arch, Device.parse(arch)) for arch in ARCHS_IN_SCOPE)
+
+
 def select(request: SelectionRequest, matrix: Matrix | None = None) -> Selection:
     """Choose the MXFP4 MoE backend for ``request`` or raise an :class:`OracleError`."""
     matrix = matrix or MATRIX
-    if matrix is MATRIX:
-        return _select_cached(request)
-    return _select(request, matrix)
+    outcome = _select_cached(request) if matrix is MATRIX else _outcome(request, matrix)
+    if outcome.__class__ is Selection:
+        return outcome  # type: ignore[return-value]
+    raise outcome()  # a fresh NoEligibleBackend per call, like an uncached evaluation
 
 
 @lru_cache(maxsize=4096)
-def _select_cached(request: SelectionRequest) -> Selection:
-    return _select(request, MATRIX)
+def _select_cached(request: SelectionRequest) -> Selection | partial[NoEligibleBackend]:
+    # Failures are cached too, as the exception's constructor call (so every call
+    # raises a new exception with its own traceback, exactly as an uncached one).
+    return _outcome(request, MATRIX)
 
 
 def _select(request: SelectionRequest, matrix: Matrix) -> Selection:
+    """The uncached selection: returns the Selection or raises."""
+    outcome = _outcome(request, matrix)
+    if outcome.__class__ is Selection:
+        return outcome  # type: ignore[return-value]
+    raise outcome()
+
+
+def _outcome(request: SelectionRequest, matrix: Matrix) -> Selection | partial[NoEligibleBackend]:
+    """The Selection, or (nothing eligible) the NoEligibleBackend to raise, unbuilt.
+
+    Malformed requests (unknown backend, activation conflict) raise from here.
+    """
     ev = evaluate(request, matrix)
-    rejected = tuple(Rejection(r.name, reason, detail)
-                     for r, (reason, detail) in zip(ev.candidates, ev.gates) if reason is not None)
+    facts = _device_facts(matrix, request.device)
+    rejections = []
+    for r, gate in zip(ev.candidates, ev.gates):
+        if gate[0] is None:
+            continue
+        static, rejection, _ = facts[r.name]
+        # a device gate is the memo's own tuple: reuse its (immutable) Rejection
+        rejections.append(rejection if gate is static else Rejection(r.name, gate[0], gate[1]))
+    rejected = tuple(rejections)
     if ev.winner is None:
         alternatives, archs = _working_elsewhere(request, matrix)
-        raise NoEligibleBackend(_summary(request, ev), rejected, alternatives, archs,
-                                pinned=ev.pinned)
+        return partial(NoEligibleBackend, _summary(request, ev), rejected, alternatives, archs,
+                       pinned=ev.pinned)
     row = ev.candidates[ev.winner]
     notes = []
     if ev.fallback:
@@ -281,7 +350,19 @@ def explain(request: SelectionRequest, matrix: Matrix | None = None) -> list[Ver
     but does raise for malformed requests (unknown backend, activation conflict).
     """
     matrix = matrix or MATRIX
+    if matrix is MATRIX:
+        return list(_explain_cached(request))  # Verdicts are frozen: sharing them is safe
+    return list(_explain(request, matrix))
+
+
+@lru_cache(maxsize=4096)
+def _explain_cached(request: SelectionRequest) -> tuple[Verdict, ...]:
+    return _explain(request, MATRIX)
+
+
+def _explain(request: SelectionRequest, matrix: Matrix) -> tuple[Verdict, ...]:
     ev = evaluate(request, matrix)
+    facts = _device_facts(matrix, request.device)
     verdicts = []
     for i, (row, (reason, detail)) in enumerate(zip(ev.candidates, ev.gates)):
         if reason is not None:
@@ -291,6 +372,5 @@ def explain(request: SelectionRequest, matrix: Matrix | None = None) -> list[Ver
         else:
             verdict = "eligible"
         verdicts.append(Verdict(i + 1, row.name, row.activation_name,
-                                row.status_on(request.device.name).status, verdict, reason,
-                                detail))
-    return verdicts
+                                facts[row.name][2].status, verdict, reason, detail))
+    return tuple(verdicts)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 
 import pytest
 import torch
@@ -164,6 +163,19 @@ def test_sharded_checkpoint_uses_the_index(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_gpt_oss_layer(root, 0)
     assert victim in err.value.path
+
+
+def test_malformed_index(tmp_path):
+    root = write_random_gpt_oss_checkpoint(tmp_path, 1, num_experts=E, hidden=H, intermediate=I, shards=2)
+    index = root / "model.safetensors.index.json"
+    index.write_text('{"weight_map": [1, 2]}')
+    with pytest.raises(ConfigError) as err:
+        load_gpt_oss_layer(root, 0)
+    assert err.value.path == f"{index}:weight_map"
+    index.write_text("{not json")
+    with pytest.raises(ConfigError) as err:
+        load_gpt_oss_layer(root, 0)
+    assert err.value.path == str(index)
 
 
 def test_folder_of_shards_without_index(tmp_path):

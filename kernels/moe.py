@@ -1,0 +1,176 @@
+"""``build_moe``: the kernel behind an oracle :class:`~oracle.selection.Selection`, as a module.
+
+::
+
+    sel = oracle.select(request)                       # e.g. FLASHINFER_CUTLASS_MXFP4_BF16 on sm90
+    moe = build_moe(sel, load_gpt_oss_layer(path, 0), layer_spec)
+    out = moe(hidden_states, topk_ids, topk_weights)   # [M, H] bf16
+
+``EMULATION`` maps to the pure-torch reference (:mod:`oracle.kernels.reference`);
+FlashInfer backends map to the adapters in :mod:`oracle.kernels.adapters`.
+Checks that need no tensors (backend known, activation key, layer geometry vs
+weights, parallelism) happen here, before any preparation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from oracle.errors import ConfigError, KernelInputError
+from oracle.keys import (
+    Bf16Marker,
+    canonical_name,
+    kFp8DynamicTensorSym,
+    kFp8StaticTensorSym,
+    kMxfp8Dynamic,
+    kMxfp8Static,
+)
+
+from .adapters import ADAPTERS, KernelUnavailable, adapter_for
+from .checkpoint import MoEWeights
+from .reference import ActivationSpec, moe_reference
+
+__all__ = ["build_moe", "MoEModule", "ReferenceMoE", "activation_from_layer", "IMPLEMENTED_BACKENDS"]
+
+#: Backend -> the activation quantization its kernel consumes (None = bf16).
+_BACKEND_ACT: dict[str, str | None] = {
+    "FLASHINFER_CUTLASS_MXFP4_BF16": None,
+    "FLASHINFER_TRTLLM_MXFP4_BF16": None,
+    "FLASHINFER_TRTLLM_MXFP4_MXFP8": "mxfp8",
+    "FLASHINFER_CUTLASS_MXFP4_MXFP8": "mxfp8",
+}
+IMPLEMENTED_BACKENDS: tuple[str, ...] = tuple(sorted(ADAPTERS)) + ("EMULATION",)
+
+
+def _act_quant(key: Any) -> str | None:
+    """Selection.activation -> the reference's ``act_quant`` ('mxfp8', 'fp8_per_tensor' or None)."""
+    if key is None or isinstance(key, Bf16Marker):
+        return None
+    if key in (kMxfp8Dynamic, kMxfp8Static):
+        return "mxfp8"
+    if key in (kFp8DynamicTensorSym, kFp8StaticTensorSym):
+        return "fp8_per_tensor"
+    raise ConfigError("selection.activation", "bf16, an MXFP8 key or an FP8 per-tensor key for the kernels here",
+                      canonical_name(key), "pick another activation (see `mxfp4-oracle keys`)")
+
+
+def activation_from_layer(layer: Any) -> ActivationSpec:
+    """LayerSpec.activation_fn (+ swiglu_alpha/limit) -> ActivationSpec; None means gpt-oss SwiGLU."""
+    fn = getattr(layer, "activation_fn", None) if layer is not None else None
+    alpha = getattr(layer, "swiglu_alpha", None) if layer is not None else None
+    limit = getattr(layer, "swiglu_limit", None) if layer is not None else None
+    if fn in (None, "swiglu_oai"):
+        return ActivationSpec("swiglu_oai", alpha=alpha, limit=limit)
+    if fn == "swiglu":
+        return ActivationSpec("swiglu")
+    raise ConfigError("layer.activation_fn", "'swiglu_oai' or 'swiglu' for the MoE kernels here", repr(fn),
+                      choices=("swiglu_oai", "swiglu"))
+
+
+def _check_layer(layer: Any, weights: MoEWeights) -> None:
+    if layer is None:
+        return
+    for field, have in (("hidden_size", weights.hidden_size), ("intermediate_size", weights.intermediate_size),
+                        ("num_experts", weights.num_experts)):
+        want = getattr(layer, field, None)
+        if want is not None and want != have:
+            raise KernelInputError(f"layer.{field}", f"equal to the checkpoint weights' {field}", want,
+                                   f"{have} (from the weights)")
+    has_bias = getattr(layer, "has_bias", None)
+    bias_present = weights.w13_bias is not None or weights.w2_bias is not None
+    if has_bias is not None and has_bias != bias_present:
+        raise KernelInputError("layer.has_bias", f"{bias_present} (what the checkpoint holds)", has_bias)
+    for field in ("ep_size", "tp_size"):
+        v = getattr(layer, field, None)
+        if v not in (None, 1):
+            raise KernelInputError(f"layer.{field}", "1 (these modules run one rank's experts on one GPU)", v,
+                                   "shard the weights per rank and build one module per rank with ep/tp size 1")
+
+
+class MoEModule(torch.nn.Module):
+    """A prepared FlashInfer MoE kernel: ``forward(hidden_states, topk_ids, topk_weights) -> [M, H]``."""
+
+    def __init__(self, backend: str, adapter: Any, prepared: Any, top_k: int | None = None) -> None:
+        super().__init__()
+        self.backend = backend
+        self.adapter = adapter
+        self.prepared = prepared
+        self.top_k = top_k
+
+    def forward(self, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
+                topk_weights: torch.Tensor) -> torch.Tensor:
+        if self.top_k is not None and isinstance(topk_ids, torch.Tensor) and topk_ids.dim() == 2 \
+                and topk_ids.shape[1] != self.top_k:
+            raise KernelInputError("topk_ids", f"[M, top_k={self.top_k}] (the layer's top_k)",
+                                   tuple(topk_ids.shape))
+        return self.adapter.run(self.prepared, hidden_states, topk_ids, topk_weights)
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}"
+
+
+class ReferenceMoE(torch.nn.Module):
+    """EMULATION: the pure-torch reference on the weights' device (CPU or GPU)."""
+
+    backend = "EMULATION"
+
+    def __init__(self, weights: MoEWeights, activation: ActivationSpec, act_quant: str | None = None,
+                 top_k: int | None = None) -> None:
+        super().__init__()
+        self.weights = weights
+        self.activation = activation
+        self.act_quant = act_quant
+        self.top_k = top_k
+
+    def forward(self, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
+                topk_weights: torch.Tensor) -> torch.Tensor:
+        if self.top_k is not None and isinstance(topk_ids, torch.Tensor) and topk_ids.dim() == 2 \
+                and topk_ids.shape[1] != self.top_k:
+            raise KernelInputError("topk_ids", f"[M, top_k={self.top_k}] (the layer's top_k)",
+                                   tuple(topk_ids.shape))
+        return moe_reference(hidden_states, self.weights, topk_ids, topk_weights,
+                             activation=self.activation, act_quant=self.act_quant)
+
+    def extra_repr(self) -> str:
+        return f"backend=EMULATION, act_quant={self.act_quant}"
+
+
+def build_moe(selection: Any, checkpoint_weights: MoEWeights, layer: Any = None, **adapter_kwargs: Any):
+    """The module that runs ``selection.backend`` on ``checkpoint_weights`` for ``layer``.
+
+    ``selection``: an :class:`oracle.selection.Selection` (anything with ``.backend``
+    and ``.activation``).  ``checkpoint_weights``: checkpoint-native
+    :class:`MoEWeights`.  ``layer``: :class:`oracle.request.LayerSpec` or None
+    (activation function, SwiGLU constants, bias, top-k, geometry are checked
+    against the weights).  Extra keyword arguments go to the adapter
+    (``device``, ``max_num_tokens``, ``module``...).
+    """
+    backend = getattr(selection, "backend", None)
+    if not isinstance(backend, str):
+        raise KernelInputError("selection", "an oracle Selection (with .backend and .activation)",
+                               type(selection).__name__)
+    if not isinstance(checkpoint_weights, MoEWeights):
+        raise KernelInputError("checkpoint_weights", "an oracle.kernels.checkpoint.MoEWeights",
+                               type(checkpoint_weights).__name__)
+    checkpoint_weights.validate()
+    _check_layer(layer, checkpoint_weights)
+    activation = activation_from_layer(layer)
+    act_quant = _act_quant(getattr(selection, "activation", None))
+    top_k = getattr(layer, "top_k", None) if layer is not None else None
+
+    if backend == "EMULATION":
+        return ReferenceMoE(checkpoint_weights, activation, act_quant, top_k)
+    if backend not in _BACKEND_ACT:
+        raise KernelUnavailable(backend, "one of the backends with a kernel adapter here: "
+                                + ", ".join(IMPLEMENTED_BACKENDS), "no adapter",
+                                "pin one of those with --moe-backend, or use EMULATION")
+    want = _BACKEND_ACT[backend]
+    if act_quant != want:
+        raise ConfigError("selection.activation", f"{want or 'bf16'} for {backend}",
+                          canonical_name(getattr(selection, "activation", None)),
+                          "re-run the selection; the backend and the activation must come from the same row")
+    adapter = adapter_for(backend, activation=activation, **adapter_kwargs)
+    prepared = adapter.prepare(checkpoint_weights)
+    return MoEModule(backend, adapter, prepared, top_k)

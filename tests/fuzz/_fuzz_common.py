@@ -1,0 +1,201 @@
+"""Strategies and the shared property for the fuzz suites.
+
+The property every fuzz test checks: the public entry point either returns, or
+raises a member of the :class:`oracle.OracleError` family whose message names the
+field or the value at fault.  Anything else (TypeError, KeyError, RecursionError,
+SystemExit, ...) is a bug.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import strategies as st
+
+from oracle import BF16, Device, Environment, LayerSpec, OracleError, SelectionRequest
+from oracle.keys import KEY_CONSTANTS, GroupShape, QuantKey, ScaleDesc, canonical_name, kMxfp4Static
+from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
+from oracle.reasons import Reason
+from oracle.request import LIBRARIES, UNSET
+
+KEYS = list(KEY_CONSTANTS.values())
+
+# ------------------------------------------------------------------ basic values
+# Per-example cost is dominated by data generation, so the strategies draw mostly
+# from precomputed pools (cheap sampled_from) and keep a few open-ended draws
+# (integers, text) where arbitrariness matters.
+
+HUGE = [0, -1, 1, -2**31, 2**31, 2**63, -2**63, 10**30, 2**200]
+ints = st.one_of(st.integers(), st.sampled_from(HUGE))
+sizes = st.one_of(st.sampled_from([32, 64, 128, 256, 2880, 4096, 2944, 7168, 90, 1000, *HUGE]),
+                  st.integers(-8, 10**5))
+HASHABLE_JUNK = [
+    None, True, False, 0.0, -0.0, 2880.0, 1e308, float("inf"), float("-inf"), float("nan"),
+    "", "2880", "swiglu", "\x00", "\u00e9\u6f22", "\ud800", b"", b"\xff", (1,), ("a", 2),
+    frozenset({1}), 3 + 4j, Ellipsis, "None", "nan", *HUGE,
+]
+hashable_junk = st.one_of(st.sampled_from(HASHABLE_JUNK), st.text(max_size=6))
+unhashable_junk = st.sampled_from([[], [2880], {}, {"a": 1}, set(), {1}, bytearray(b"x"),
+                                   [[1]], {"hidden_size": 2880}])
+
+
+def _field(good: st.SearchStrategy, junk: st.SearchStrategy | None) -> st.SearchStrategy:
+    return st.one_of(st.none(), good) if junk is None else st.one_of(st.none(), good, junk)
+
+
+_FNS = st.sampled_from(["swiglu_oai", "swiglu", "gelu", "relu2", "", "SWIGLU", "swiglu_oai "])
+LAYER_FIELDS = ("hidden_size", "intermediate_size", "num_experts", "top_k", "activation_fn",
+                "swiglu_alpha", "swiglu_limit", "has_bias", "ep_size", "tp_size")
+
+
+def layer_kwargs(junk: st.SearchStrategy | None = hashable_junk) -> st.SearchStrategy:
+    """LayerSpec keyword arguments (built in the test: construction may raise)."""
+    small = st.one_of(st.integers(-2, 64), st.sampled_from(HUGE))
+    floats = st.sampled_from([1.702, 0.0, -1.0, 7.0, -7.0, 1, float("nan"), float("inf")])
+    return st.fixed_dictionaries({
+        "hidden_size": _field(sizes, junk),
+        "intermediate_size": _field(sizes, junk),
+        "num_experts": _field(small, junk),
+        "top_k": _field(small, junk),
+        "activation_fn": _field(_FNS, junk),
+        "swiglu_alpha": _field(floats, junk),
+        "swiglu_limit": _field(floats, junk),
+        "has_bias": _field(st.booleans(), junk),
+        "ep_size": _field(small, junk),
+        "tp_size": _field(small, junk),
+    })
+
+
+# Devices as (platform, arch) pairs; Device(...) is built in the test (it validates).
+_DEVICE_POOL = [(d.platform, d.arch) for d in map(Device.parse, ARCHS_IN_SCOPE)] + [
+    ("cuda", 101), ("cuda", 130), ("cuda", 0), ("cuda", -5), ("cuda", 10**9), ("cuda", 2**70),
+    ("rocm", "gfx1200"), ("rocm", "gfx90a"), ("rocm", "gfx000"), ("rocm", "sm90"),
+    ("xpu", "cpu"), ("cpu", "xpu"), ("rocm", ""), ("cpu", "\u00e9\ud800"),
+]
+_BAD_DEVICES = [("cuda", "abc"), ("", ""), ("tpu", "v5"), ("cuda", "90"), ("cuda", True),
+                ("rocm", 942), ("cuda", 9.0), ("CUDA", 90)]
+devices = st.one_of(
+    st.sampled_from(_DEVICE_POOL + _BAD_DEVICES),
+    st.integers(-5, 2000).map(lambda n: ("cuda", n)),
+)
+
+VERSIONS = [None, (), (0,), (0, 6, 16), (0, 6, 17), (0, 6, 18), (0, 7, 2), (0, 7, 2, 1), (1,),
+            (99, 0), (2**64,), (10**6, 3)]
+_LIB_NAMES = [*LIBRARIES, "flashinfer_python", "FLASHINFER", "", "nope", "\u00e9"]
+environments = st.one_of(
+    st.sampled_from([Environment.assume_all(), Environment.none()]),
+    st.dictionaries(st.sampled_from(_LIB_NAMES), st.sampled_from(VERSIONS),
+                    max_size=10).map(Environment),
+    st.lists(st.sampled_from(LIBRARIES), min_size=5).map(lambda ls: Environment(
+        {n: None for n in ls})),
+)
+
+_WEIRD_KEYS = [
+    QuantKey("fp4_e2m1", ScaleDesc("e8m0", True, GroupShape(1, 16))),
+    QuantKey("fp4_e2m1", ScaleDesc("e8m0", True, GroupShape(1, 32)), symmetric=False),
+    QuantKey("", ScaleDesc("", False, GroupShape(0, 0))),
+    QuantKey("\ud7fc", ScaleDesc("\x00", True, GroupShape(-1, -1))),
+]
+weights = st.sampled_from([kMxfp4Static] * 6 + KEYS + _WEIRD_KEYS + ["mxfp4_static", None])
+activations = st.sampled_from([None, None, UNSET, BF16, *KEYS, *_WEIRD_KEYS, "mxfp8"])
+
+_names = MATRIX.backend_names()
+_NAME_POOL = (_names + [n.upper() for n in _names] + [f" {n.replace('_', '-')} " for n in _names]
+              + ["", " ", "AUTO", "auto ", "flashinfer", "trtllm", "mxfp4", "none", "None",
+                 "flashinfer__trtllm", "\u0130", "a\x00uto", 5, None, b"auto"])
+backend_names = st.one_of(st.sampled_from(_NAME_POOL), st.text(max_size=24))
+
+
+def request_specs(junk: st.SearchStrategy | None = hashable_junk) -> st.SearchStrategy:
+    """Keyword arguments for SelectionRequest, with ``device`` as a (platform, arch) pair
+    and ``layer`` as LayerSpec kwargs (or None); :func:`build_request` builds them."""
+    layer = st.one_of(st.none(), layer_kwargs(None), layer_kwargs(junk)) if junk is not None \
+        else st.one_of(st.none(), layer_kwargs(None))
+    return st.fixed_dictionaries({
+        "weight": weights,
+        "activation": activations,
+        "checkpoint_activation": activations,
+        "moe_backend": backend_names,
+        "device": devices,
+        "environment": environments,
+        "layer": layer,
+        "allow_activation_fallback": st.booleans(),
+    })
+
+
+def build_request(spec: dict[str, Any]) -> SelectionRequest:
+    """The request a spec describes; raises the oracle's error for a malformed one."""
+    kw = dict(spec)
+    kw["device"] = Device(*kw["device"])
+    if kw["layer"] is not None:
+        kw["layer"] = LayerSpec(**kw["layer"])
+    return SelectionRequest(**kw)
+
+
+def spec_offenders(spec: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """(values, field paths) an error about this spec may name."""
+    values: list[Any] = [spec["device"], *spec["device"]]
+    paths = ["device", "environment", "weight", "activation", "moe_backend"]
+    if spec["layer"] is not None:
+        values += list(spec["layer"].values())
+        paths += [f"layer.{k}" for k in spec["layer"]]
+    return values, paths
+
+
+# ------------------------------------------------------------------ the property
+
+
+def _shows(value: Any, text: str) -> bool:
+    """Does ``text`` show ``value`` (its str or repr, or its canonical key name)?"""
+    if isinstance(value, float) and math.isnan(value):
+        return "nan" in text
+    candidates = {str(value), repr(value)}
+    try:
+        candidates.add(canonical_name(value))
+    except Exception:  # noqa: BLE001 - unhashable values have no canonical name
+        pass
+    candidates |= {repr(c)[1:-1] for c in candidates}  # as shown inside a quoted repr
+    return any(c and c in text for c in candidates)
+
+
+def rejection_names_offender(request: SelectionRequest, backend: str, reason: Reason,
+                             detail: str) -> str | None:
+    """None if the detail names what is at fault for this reason, else a complaint."""
+    row = MATRIX.by_name[backend]
+    dev, layer = request.device, request.layer
+    if reason in (Reason.PLATFORM_UNSUPPORTED, Reason.ARCH_UNSUPPORTED, Reason.KNOWN_BAD):
+        ok = dev.name in detail
+    elif reason is Reason.WEIGHT_MISMATCH:
+        ok = _shows(request.weight, detail)
+    elif reason is Reason.ACTIVATION_MISMATCH:
+        wanted = [a for a in (request.activation, request.checkpoint_activation)
+                  if a is not None and a is not UNSET]
+        ok = any(_shows(a, detail) for a in wanted)
+    elif reason in (Reason.LIBRARY_MISSING, Reason.LIBRARY_VERSION):
+        ok = any(lib in detail for lib in row.libraries)
+    elif reason is Reason.SHAPE_UNALIGNED:
+        ok = layer is not None and any(
+            label in detail and _shows(v, detail)
+            for label, v in (("hidden", layer.hidden_size),
+                             ("intermediate", layer.intermediate_size)))
+    elif reason is Reason.ACTIVATION_FN_UNSUPPORTED:
+        ok = layer is not None and (_shows(layer.activation_fn, detail) or "bias" in detail)
+    elif reason is Reason.PARALLELISM_UNSUPPORTED:
+        ok = layer is not None and "ep_size" in detail and _shows(layer.ep_size, detail)
+    elif reason is Reason.NOT_AUTO_SELECTABLE:
+        ok = row.name.lower() in detail
+    else:  # pragma: no cover - a new reason needs a rule here
+        return f"no offender rule for reason {reason}"
+    return None if ok else f"{backend}: {reason.value} detail {detail!r} names no offender"
+
+
+def check_error_names_offender(exc: BaseException, offenders: list[Any],
+                               fields: list[str]) -> None:
+    """The generic part: an OracleError whose message shows one offender or field path."""
+    assert isinstance(exc, OracleError), f"{type(exc).__name__} escaped: {exc!r}"
+    msg = str(exc)
+    assert msg, "empty error message"
+    assert any(f and f in msg for f in fields) or any(_shows(o, msg) for o in offenders), (
+        f"{type(exc).__name__} message names neither a field {fields} nor a value "
+        f"{offenders!r}: {msg!r}")

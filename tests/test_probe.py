@@ -1,0 +1,124 @@
+"""oracle.probe: device and library detection on this (CPU) machine; import hygiene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+from oracle import Device, Environment
+from oracle.probe import DISTRIBUTIONS, detect_device, detect_environment
+from oracle.request import LIBRARIES, parse_version
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    return out.stdout
+
+
+def _has_cuda() -> bool:
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available()
+
+
+def test_detect_device_cpu_machine():
+    if _has_cuda():
+        pytest.skip("this machine has a GPU")
+    assert detect_device() == Device("cpu", "cpu")
+    assert Device.detect() == Device.parse("cpu")
+
+
+def test_detect_device_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    assert detect_device() == Device("cpu", "cpu")
+
+
+class _FakeCuda:
+    def __init__(self, cap=(9, 0), arch="gfx942:sramecc+:xnack-"):
+        self.cap, self.arch = cap, arch
+
+    def is_available(self):
+        return True
+
+    def current_device(self):
+        return 0
+
+    def get_device_capability(self, idx=0):
+        return self.cap
+
+    def get_device_properties(self, idx=0):
+        return type("P", (), {"gcnArchName": self.arch})()
+
+
+@pytest.mark.parametrize("cap,want", [((9, 0), "sm90"), ((10, 0), "sm100"), ((10, 3), "sm103"),
+                                      ((12, 1), "sm121"), ((8, 6), "sm86")])
+def test_detect_device_cuda_capability(monkeypatch, cap, want):
+    fake = type(sys)("torch")
+    fake.cuda = _FakeCuda(cap)
+    fake.version = type("V", (), {"hip": None})()
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert detect_device() == Device.parse(want)
+
+
+@pytest.mark.parametrize("arch,want", [("gfx942:sramecc+:xnack-", "gfx942"), ("gfx950", "gfx950"),
+                                       ("GFX1250:xnack+", "gfx1250")])
+def test_detect_device_rocm_arch(monkeypatch, arch, want):
+    fake = type(sys)("torch")
+    fake.cuda = _FakeCuda(arch=arch)
+    fake.version = type("V", (), {"hip": "6.2"})()
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert detect_device() == Device("rocm", want)
+
+
+def test_detect_device_xpu(monkeypatch):
+    fake = type(sys)("torch")
+    fake.cuda = type("C", (), {"is_available": staticmethod(lambda: False)})()
+    fake.xpu = type("X", (), {"is_available": staticmethod(lambda: True)})()
+    fake.version = type("V", (), {"hip": None})()
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert detect_device() == Device("xpu", "xpu")
+
+
+def test_detect_environment_reads_metadata():
+    env = detect_environment()
+    assert isinstance(env, Environment) and not env.all_present
+    assert env.has("flashinfer")
+    assert env.version("flashinfer")[:3] == (0, 7, 2)
+    assert env.version("flashinfer") == parse_version(metadata.version("flashinfer-python"))
+    assert env.has("torch")
+    assert env.version("torch") == parse_version(metadata.version("torch"))
+    for name, _ in env.libraries:
+        assert name in LIBRARIES
+    assert Environment.detect() == env
+
+
+def test_distribution_map_targets_known_libraries():
+    assert set(DISTRIBUTIONS.values()) <= set(LIBRARIES)
+    assert set(LIBRARIES) <= set(DISTRIBUTIONS.values())
+
+
+def test_detect_environment_imports_no_library():
+    out = _run(
+        "import sys, json\n"
+        "from oracle.probe import detect_environment\n"
+        "env = detect_environment()\n"
+        "print(json.dumps({'env': env.describe(), 'mods': sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('flashinfer', 'torch', 'triton', 'vllm', 'triton_kernels', "
+        "'deep_gemm', 'aiter', 'cutlass', 'cuda'))}))\n")
+    got = json.loads(out)
+    assert "flashinfer=0.7.2" in got["env"]
+    assert got["mods"] == []
+
+
+def test_import_oracle_is_pure():
+    out = _run(
+        "import sys, json, oracle\n"
+        "from oracle import select, SelectionRequest, Device\n"
+        "select(SelectionRequest(device=Device.parse('sm90')))\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'flashinfer', 'oracle.probe', "
+        "'oracle.kernels') if m in sys.modules)))\n")
+    assert json.loads(out) == []
