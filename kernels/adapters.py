@@ -192,6 +192,10 @@ class PreparedCutlassW4A16:
     activation: ActivationSpec
     max_num_tokens: int
     workspaces: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    # hot-path caches (filled lazily by the adapter)
+    fi_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
+    ws_by_call: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
+    pad_inputs: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def nbytes(self) -> int:
@@ -212,7 +216,8 @@ class PreparedCutlassW4A16:
         )
 
 
-def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, alignment: int = 128):
+def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, alignment: int = 128,
+                             order: str = "up_gate"):
     """Checkpoint MXFP4 -> the pre-interleave operands of the SM90 mixed-input MoE (pure torch).
 
     Returns ``(fc1 [E, 2Ip, Hp/2] u8, fc1_scales [E, 2Ip, Hp/32] u8, fc2 [E, Hp, Ip/2] u8,
@@ -228,6 +233,8 @@ def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, al
     gate, up = _split_gate_up(w13, activation)
     sg, su = _split_gate_up(weights.w13_scales, activation)
     pad_w1, pad_s1 = {1: ip, 2: hp // 2}, {1: ip, 2: hp // 32}
+    if order == "gate_up":  # diagnostic only: FlashInfer reads [linear=up; gate]
+        gate, up, sg, su = up, gate, su, sg
     fc1 = torch.cat([_pad_dims(up, pad_w1), _pad_dims(gate, pad_w1)], dim=1).contiguous()
     fc1_s = torch.cat([_pad_dims(su, pad_s1, 127), _pad_dims(sg, pad_s1, 127)], dim=1).contiguous()
     fc2 = _pad_dims(weights.w2_blocks.reshape(e, h, i // 2), {1: hp, 2: ip // 2}).contiguous()
@@ -235,6 +242,8 @@ def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, al
     b1 = b2 = None
     if weights.w13_bias is not None:
         bg, bu = _split_gate_up(weights.w13_bias.to(torch.bfloat16), activation)
+        if order == "gate_up":
+            bg, bu = bu, bg
         b1 = torch.cat([_pad_dims(bu, {1: ip}), _pad_dims(bg, {1: ip})], dim=1).contiguous()
     if weights.w2_bias is not None:
         b2 = _pad_dims(weights.w2_bias.to(torch.bfloat16), {1: hp}).contiguous()
@@ -256,14 +265,17 @@ class CutlassW4A16Sm90Adapter:
 
     backend = "FLASHINFER_CUTLASS_MXFP4_BF16"
     archs = (90,)
-    alignment = 128
     activation_kinds = ("swiglu_oai", "swiglu")
 
     def __init__(self, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
                  device: torch.device | str | None = None, max_num_tokens: int = 8192,
                  module: str = "trimmed", check_expert_ids: bool = False,
-                 use_fused_finalize: bool = True) -> None:
+                 use_fused_finalize: bool = True, alignment: int = 128, tiles: Any = None) -> None:
         self.activation = _check_activation(self.backend, activation, self.activation_kinds)
+        if not isinstance(alignment, int) or alignment < 128 or alignment % 128:
+            raise KernelInputError("alignment", "a positive multiple of 128 (H and I are padded to it)", alignment)
+        self.alignment = alignment
+        self.tiles = tiles  # GEMM configs of the trimmed module (None: DEFAULT_TILES)
         if module not in ("trimmed", "full", "installed"):
             raise KernelInputError("module", "'trimmed', 'full' or 'installed'", repr(module))
         if not isinstance(max_num_tokens, int) or max_num_tokens < 1:
@@ -276,6 +288,7 @@ class CutlassW4A16Sm90Adapter:
         self.build_info = None
         #: Debug/check aid: NaN-fill every output buffer before the kernel writes it.
         self.poison_output = False
+        self._row_order = "up_gate"  # diagnostics may flip it; FlashInfer's contract is [up; gate]
 
     # ---- module
     def ensure_module(self) -> None:
@@ -283,8 +296,9 @@ class CutlassW4A16Sm90Adapter:
         if self.module == "trimmed":
             from oracle.kernels.jit.cutlass_w4a16_sm90 import build_cutlass_w4a16_sm90, installed_module_name
 
-            if installed_module_name() is None:  # a build (or the cached one) installs itself
-                self.build_info = build_cutlass_w4a16_sm90()
+            if installed_module_name() is None or self.tiles is not None:
+                kw = {} if self.tiles is None else {"tiles": self.tiles}
+                self.build_info = build_cutlass_w4a16_sm90(**kw)  # cached build installs itself
         elif self.module == "full":
             from oracle.kernels.jit.cutlass_w4a16_sm90 import _INSTALLED
 
@@ -315,7 +329,7 @@ class CutlassW4A16Sm90Adapter:
         e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
         hp, ip = round_up(h, self.alignment), round_up(i, self.alignment)
         fc1, fc1_s, fc2, fc2_s, b1, b2 = cutlass_sm90_host_layout(weights.to(device), self.activation,
-                                                                  self.alignment)
+                                                                  self.alignment, self._row_order)
         with torch.cuda.device(device):
             fc1_i = interleave_moe_weights_for_sm90_mixed_gemm(fc1, "fp4")
             fc2_i = interleave_moe_weights_for_sm90_mixed_gemm(fc2, "fp4")
@@ -337,7 +351,28 @@ class CutlassW4A16Sm90Adapter:
     # ---- run
     def check_run_inputs(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any,
                          out: Any = None) -> tuple[int, int]:
-        """All checks ``run`` does before launching; returns (M, top_k)."""
+        """All checks ``run`` does before launching; returns (M, top_k).
+
+        One fused boolean test on the hot path (a few microseconds); only when it
+        fails are the checks repeated one by one to name the offending tensor.
+        """
+        p, x, ids, w = prepared, hidden_states, topk_ids, topk_weights
+        try:
+            if (type(p) is PreparedCutlassW4A16 and out is None
+                    and x.dtype is torch.bfloat16 and x.dim() == 2 and ids.dim() == 2
+                    and (x.shape[1] == p.hidden_size or x.shape[1] == p.hidden_pad)
+                    and ids.dtype is torch.int32 and w.dtype is torch.float32
+                    and x.shape[0] == ids.shape[0] <= p.max_num_tokens and 1 <= ids.shape[1] <= p.num_experts
+                    and w.shape == ids.shape and x.device == p.device and ids.device == p.device
+                    and w.device == p.device and x.is_contiguous() and ids.is_contiguous()
+                    and w.is_contiguous() and x.data_ptr() % 16 == 0):
+                return x.shape[0], ids.shape[1]
+        except (AttributeError, TypeError):
+            pass
+        return self._check_run_inputs_slow(prepared, hidden_states, topk_ids, topk_weights, out)
+
+    def _check_run_inputs_slow(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any,
+                               out: Any = None) -> tuple[int, int]:
         if not isinstance(prepared, PreparedCutlassW4A16):
             raise KernelInputError("prepared", "the result of CutlassW4A16Sm90Adapter.prepare",
                                    type(prepared).__name__)
@@ -391,31 +426,62 @@ class CutlassW4A16Sm90Adapter:
             prepared.workspaces[key] = ws
         return ws
 
+    def _padded_input(self, prepared: PreparedCutlassW4A16, x: torch.Tensor, m: int) -> torch.Tensor:
+        """x [M, H] -> [M, Hp] in a persistent zero-padded buffer (one copy kernel, no allocation).
+
+        The pad columns are zeroed once and never written, so they stay zero; one
+        buffer per power-of-two token bucket (single-stream use, like the workspace).
+        """
+        cap = 1 << max(0, (m - 1).bit_length())
+        buf = prepared.pad_inputs.get(cap)
+        if buf is None:
+            buf = torch.zeros((cap, prepared.hidden_pad), dtype=torch.bfloat16, device=prepared.device)
+            prepared.pad_inputs[cap] = buf
+        xb = buf[:m]
+        xb[:, :prepared.hidden_size].copy_(x)
+        return xb
+
     def run(self, prepared: PreparedCutlassW4A16, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
             topk_weights: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
-        """MoE forward: returns [M, H] bf16 (a view of a padded buffer when H % 128 != 0)."""
+        """MoE forward: returns [M, H] bf16 (a view of a padded buffer when H % 128 != 0).
+
+        ``hidden_states`` may be [M, H] (copied into a zero-padded buffer) or already
+        [M, Hp] (used as is).  Not safe for concurrent use from several streams.
+        """
         m, k = self.check_run_inputs(prepared, hidden_states, topk_ids, topk_weights, out)
         if self.check_expert_ids:
             _check_expert_ids(topk_ids, prepared.num_experts)
         h, hp = prepared.hidden_size, prepared.hidden_pad
         if m == 0:
             return out if out is not None else hidden_states.new_empty((0, h))
-        from flashinfer.fused_moe import cutlass_fused_moe
-
-        x = hidden_states if hidden_states.shape[1] == hp else torch.nn.functional.pad(hidden_states, (0, hp - h))
+        kw = prepared.fi_kwargs
+        if not kw:
+            kw.update(prepared.flashinfer_kwargs(), use_fused_finalize=self.use_fused_finalize)
+        ws = prepared.ws_by_call.get((m, k))
+        if ws is None:
+            ws = prepared.ws_by_call[(m, k)] = self.workspace(prepared, m, k)
+        x = hidden_states if hidden_states.shape[1] == hp else self._padded_input(prepared, hidden_states, m)
         direct = out is not None and hp == h
-        buf = out if direct else torch.empty((m, hp), dtype=torch.bfloat16, device=prepared.device)
+        buf = out if direct else x.new_empty((m, hp))
         if self.poison_output:
             buf.fill_(float("nan"))
-        cutlass_fused_moe(x, topk_ids, topk_weights, output=buf,
-                          workspace_buffer=self.workspace(prepared, m, k),
-                          use_fused_finalize=self.use_fused_finalize, **prepared.flashinfer_kwargs())
+        self._fi_moe()(x, topk_ids, topk_weights, output=buf, workspace_buffer=ws, **kw)
         if direct:
             return buf
         if out is not None:
             out.copy_(buf[:, :h])
             return out
         return buf if hp == h else buf[:, :h]
+
+    _fi_fn = None
+
+    def _fi_moe(self):
+        fn = CutlassW4A16Sm90Adapter._fi_fn
+        if fn is None:
+            from flashinfer.fused_moe import cutlass_fused_moe as fn
+
+            CutlassW4A16Sm90Adapter._fi_fn = fn
+        return fn
 
     def tune(self, prepared: PreparedCutlassW4A16, token_counts: list[int], top_k: int,
              seed: int = 0) -> None:

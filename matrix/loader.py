@@ -57,6 +57,8 @@ def arch_platform(arch: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ArchStatus:
+    """A row's status on one arch, with the reason (and link) when not plain supported."""
+
     status: str
     reason: str
     link: str = ""
@@ -128,6 +130,8 @@ def _sorted_archs_of(archs: frozenset[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Adjustment:
+    """On ``archs``, auto order moves row ``move`` just before/after another row."""
+
     archs: frozenset[str]
     move: str
     before: str | None

@@ -11,6 +11,7 @@ contract JSON on stdout in both cases.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -30,8 +31,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of exiting, so bad flags are an OracleError."""
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError("argv", "valid mxfp4-oracle arguments", message,
-                          f"mxfp4-oracle {self.prog.split()[-1]} --help")
+        command = self.prog.split()[-1]
+        hint = "mxfp4-oracle --help" if command == "mxfp4-oracle" else f"mxfp4-oracle {command} --help"
+        raise ConfigError("argv", "valid mxfp4-oracle arguments", message, hint)
 
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:  # --help
         if message:
@@ -60,7 +62,13 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the contract JSON")
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
+    """The parser (built once: parse_args does not mutate it)."""
+    return _build_parser()
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mxfp4-oracle",
                      description="Choose the MXFP4 MoE kernel for a layer, and say why.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -134,16 +142,28 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
         if m:
             if eq:
                 value = inline
-            elif i + 1 < len(argv):
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 value = argv[i + 1]
                 i += 1
             else:
-                raise ConfigError(flag, "followed by a value", "nothing", f"{flag} mxfp8")
+                got = repr(argv[i + 1]) if i + 1 < len(argv) else "nothing"
+                raise ConfigError(flag, "followed by a value", got, f"{flag} mxfp8")
             dotted.append((i, m.group(1), value))
         else:
             rest.append(tok)
         i += 1
-    opts = build_parser().parse_args(rest)
+    opts, extras = build_parser().parse_known_args(rest)
+    if extras:
+        raise ConfigError("argv", "known mxfp4-oracle arguments", repr(extras)[:120],
+                          f"mxfp4-oracle {opts.command or ''} --help".replace("  ", " "))
+    for name, value in vars(opts).items():  # argparse yields [] for e.g. --device=--
+        if name == "quantization_config" and isinstance(value, list):
+            bad = [v for v in value if not isinstance(v, str)]
+        else:
+            bad = [value] if isinstance(value, list) else []
+        if bad:
+            raise ConfigError(f"--{name.replace('_', '-')}", "a single value", repr(bad[0]),
+                              f"--{name.replace('_', '-')} VALUE")
     if opts.command is None:  # pragma: no cover - handled by the default above
         raise ConfigError("argv", "a command", "none", " | ".join(COMMANDS))
     if dotted and opts.command not in ("select", "explain"):

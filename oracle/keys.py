@@ -46,6 +46,9 @@ PER_CHANNEL: Final = GroupShape(-1, 1)
 
 @dataclass(frozen=True, slots=True)
 class ScaleDesc:
+    """How the scales of a quantized tensor are stored: dtype, static (calibrated) or
+    dynamic (computed at runtime), and the group of elements that shares one scale."""
+
     dtype: str
     static: bool
     group_shape: GroupShape
@@ -53,6 +56,8 @@ class ScaleDesc:
 
 @dataclass(frozen=True, slots=True)
 class QuantKey:
+    """Element dtype plus scale layout (and a second-level scale, as NVFP4 has)."""
+
     dtype: str
     scale: ScaleDesc
     scale2: ScaleDesc | None = None

@@ -79,10 +79,15 @@ def load_model_config(model: Any) -> tuple[str, dict[str, Any]]:
         res = resources.files("oracle.models").joinpath(f"{text_name}.json")
         return f"{text_name} (bundled)", json.loads(res.read_text("utf-8"))
     path = Path(model)
-    if path.is_dir():
-        path = path / "config.json"
+    try:
+        if path.is_dir():
+            path = path / "config.json"
+        exists = path.is_file()
+    except (OSError, ValueError) as exc:  # name too long, NUL byte, permission...
+        raise ConfigError(str(path)[:120], "a usable model path", type(exc).__name__,
+                          "a model folder with config.json, or " + ", ".join(BUNDLED_MODELS)) from None
     label = str(path)
-    if not path.is_file():
+    if not exists:
         raise ConfigError(label, "an existing config.json (or a folder holding one)", "missing",
                           "a model folder with config.json, or " + ", ".join(BUNDLED_MODELS))
     try:
@@ -123,11 +128,15 @@ def _float_field(cfg: Mapping[str, Any], key: str, label: str) -> float | None:
     if key not in cfg or cfg[key] is None:
         return None
     value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
+    try:
+        number = float(value) if not isinstance(value, bool) and isinstance(value, (int, float)) \
+            else math.nan
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"{label}:{key}", "a positive finite number", repr(value)[:60],
                           f"fix {key} in config.json")
-    return float(value)
+    return number
 
 
 def layer_from_config(cfg: Mapping[str, Any], label: str = "config.json") -> LayerSpec:

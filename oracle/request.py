@@ -202,9 +202,13 @@ class Environment:
         if t in ("none", ""):
             return cls.none()
         libs: dict[str, Version | None] = {}
+        everything = False
         for item in t.split(","):
             item = item.strip()
             if not item:
+                continue
+            if item == "all":
+                everything = True
                 continue
             name, _, ver = item.partition("=")
             name = name.strip().lower().replace("-", "_")
@@ -216,15 +220,15 @@ class Environment:
                 raise ConfigError("libraries", "a list of known kernel libraries", repr(name),
                                   f"'{s}'" if s else ", ".join(LIBRARIES), LIBRARIES)
             libs[name] = parse_version(ver) if ver.strip() else None
-        return cls(libs)
+        return cls(libs, all_present=everything)
 
     def describe(self) -> str:
+        """``all`` | ``none`` | ``NAME[=VER],...``; round-trips through :meth:`parse` and
+        names every version (the fingerprint hashes this text)."""
+        listed = [n if v is None else f"{n}={'.'.join(map(str, v))}" for n, v in self.libraries]
         if self.all_present:
-            return "all"
-        if not self.libraries:
-            return "none"
-        return ",".join(n if v is None else f"{n}={'.'.join(map(str, v))}"
-                        for n, v in self.libraries)
+            return ",".join(["all", *listed])
+        return ",".join(listed) if listed else "none"
 
 
 @dataclass(frozen=True, slots=True)

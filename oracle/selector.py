@@ -5,6 +5,14 @@ the same gates, in the same order, over the same candidate list.  The function i
 pure: its only inputs are the request and the matrix, so its result is cached per
 request (requests are frozen, hashable values) and a warm call is a dictionary hit.
 
+Cost (docs/performance.md): ``select``, ``explain`` and ``evaluate`` keep an LRU
+cache per request for the bundled matrix; a ``NoEligibleBackend`` outcome is cached
+as the call that builds it, so every call still raises a new exception.  What
+depends on part of a request only -- the platform/arch gates of each row on a
+device, the "auto" evaluation behind a failed pin's "try:" line, the archs where a
+failed request would work -- is memoized per matrix (``Matrix._memo``), so an
+uncached evaluation only runs the request-specific gates.
+
 Rules (parity with vLLM after PR #41566, strict where vLLM is silent):
 
 * activation: the checkpoint's declared scheme and the user's override; one set
@@ -21,8 +29,10 @@ Rules (parity with vLLM after PR #41566, strict where vLLM is silent):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from functools import lru_cache, partial
+from typing import Any, TypeVar
 
 from oracle.errors import ActivationConflict, NoEligibleBackend, UnknownBackend
 from oracle.keys import BF16, QuantKey, canonical_name, suggest
@@ -87,12 +97,40 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
+# ------------------------------------------------------------------ per-matrix memo
+#
+# Derived facts that depend on part of a request only are computed once per matrix
+# and kept in ``matrix._memo`` (indexes like Matrix.auto_order; the matrix is
+# immutable, so nothing is ever invalidated).  Keys are (kind, value key); bounded,
+# in case a caller probes endless made-up devices or requests.
+
+_T = TypeVar("_T")
+_MEMO_LIMIT = 4096
+_REQUEST_FIELDS = tuple(f.name for f in fields(SelectionRequest))
+
+
+def _memoized(matrix: Matrix, kind: str, key: Any, compute: Callable[[], _T]) -> _T:
+    memo = matrix._memo
+    try:
+        return memo[(kind, key)]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    value = compute()
+    if len(memo) >= _MEMO_LIMIT:
+        for k in [k for k in memo if k[0] == kind]:
+            del memo[k]
+    memo[(kind, key)] = value
+    return value
+
+
+def _request_without(request: SelectionRequest, name: str) -> tuple[Any, ...]:
+    """Every field of ``request`` but ``name``: the key of a fact independent of it."""
+    return tuple(getattr(request, f) for f in _REQUEST_FIELDS if f != name)
+
+
 # What depends only on (row, device) -- the platform and arch gates, their Rejection,
-# and the row's status on the arch -- is computed once per device and matrix and
-# kept in the matrix's memo (an index like Matrix.auto_order, never invalidated:
-# the matrix is immutable).  Bounded, in case a caller probes endless made-up devices.
+# and the row's status on the arch -- is computed once per device.
 _Facts = tuple[tuple[Reason, str] | None, Rejection | None, ArchStatus]
-_DEVICE_MEMO_LIMIT = 256
 
 
 def _row_facts(row: Row, dev: Device) -> _Facts:
@@ -108,19 +146,25 @@ def _row_facts(row: Row, dev: Device) -> _Facts:
     return gate, rejection, row.status_on(arch)
 
 
-def _device_facts(matrix: Matrix, dev: Device) -> dict[str, _Facts]:
-    """Row name -> :func:`_row_facts`, for every row of ``matrix``, memoized per device."""
-    key = ("device", dev.platform, dev.name)
-    memo = matrix._memo
-    facts = memo.get(key)
-    if facts is not None:
+class _DeviceFacts(dict):  # type: ignore[type-arg]
+    """Row name -> :func:`_row_facts` on one device, each computed on first lookup."""
+
+    __slots__ = ("by_name", "device")
+
+    def __init__(self, by_name: Any, device: Device) -> None:
+        super().__init__()
+        self.by_name = by_name
+        self.device = device
+
+    def __missing__(self, name: str) -> _Facts:
+        facts = self[name] = _row_facts(self.by_name[name], self.device)
         return facts
-    facts = {row.name: _row_facts(row, dev) for row in matrix.rows}
-    if len(memo) >= _DEVICE_MEMO_LIMIT:
-        for k in [k for k in memo if k[0] == "device"]:
-            del memo[k]
-    memo[key] = facts
-    return facts
+
+
+def _device_facts(matrix: Matrix, dev: Device) -> dict[str, _Facts]:
+    """Row name -> :func:`_row_facts` for rows of ``matrix``, memoized per device."""
+    return _memoized(matrix, "device", (dev.platform, dev.name),
+                     lambda: _DeviceFacts(matrix.by_name, dev))
 
 
 def _gate(row: Row, req: SelectionRequest, strict: bool, act: _Act, auto: bool,
@@ -260,7 +304,10 @@ def _working_elsewhere(request: SelectionRequest, matrix: Matrix) -> tuple[list[
     """For the "try:" line: eligible alternatives here, else archs where it would work."""
     alternatives: list[str] = []
     if request.moe_backend.strip().lower() != "auto":
-        ev = evaluate(request.with_(moe_backend="auto"), matrix)
+        # the same request with auto: memoized under the request minus its backend, so
+        # every pin of one (device, keys, ...) shares it
+        ev = _memoized(matrix, "auto", _request_without(request, "moe_backend"),
+                       lambda: evaluate(request.with_(moe_backend="auto"), matrix))
         alternatives = [ev.candidates[i].name.lower() for i in ev.order]
     if not alternatives:  # opt-in variants that would run if pinned
         ev = evaluate(request, matrix) if request.moe_backend.strip().lower() == "auto" else ev
@@ -268,13 +315,20 @@ def _working_elsewhere(request: SelectionRequest, matrix: Matrix) -> tuple[list[
                         if reason is Reason.NOT_AUTO_SELECTABLE]
     archs: list[str] = []
     if not alternatives:
-        for arch, device in _scope_devices():
-            if arch == request.device.name:
-                continue
-            ev = evaluate(request.with_(device=device), matrix)
-            if ev.winner is not None:
-                archs.append(arch)
+        here = request.device.name
+        archs = [arch for arch in _working_archs(request, matrix) if arch != here]
     return alternatives[:6], archs
+
+
+def _working_archs(request: SelectionRequest, matrix: Matrix) -> tuple[str, ...]:
+    """The archs in scope (in order) where ``request``, on that arch, has a winner.
+
+    Independent of the request's own device, so memoized under the request minus
+    its device: every failing request that differs only in its device shares one scan.
+    """
+    return _memoized(matrix, "works_on", _request_without(request, "device"), lambda: tuple(
+        arch for arch, device in _scope_devices()
+        if evaluate(request.with_(device=device), matrix).winner is not None))
 
 
 @lru_cache(maxsize=1)

@@ -77,6 +77,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         # One rank's input is malformed: every rank raises, nobody hangs.
         results["bad_rank"] = _record(lambda: select_for_group(
             SelectionRequest(), device="sm9x" if rank == 2 else dev, environment=everything))
+        # Ranks that disagree on the shared request fields: refused identically everywhere.
+        results["divergent"] = _record(lambda: select_for_group(
+            SelectionRequest(moe_backend="marlin" if rank == 1 else "auto"), device=dev,
+            environment=everything))
         # A subgroup (ranks 1, 2: both sm100) agrees trivially; all ranks create it.
         sub = dist.new_group([1, 2])
         if rank in (1, 2):
@@ -253,6 +257,12 @@ def test_one_bad_rank_fails_every_rank(four_ranks):
         assert got[r]["error"] == "GroupError"
         assert "rank 2" in got[r]["message"] and "sm9x" in got[r]["message"]
     assert got[0] == got[1] == got[3]
+
+
+def test_divergent_requests_fail_identically(four_ranks):
+    got = _all_same(four_ranks, "divergent")
+    assert not got["ok"] and got["error"] == "GroupDivergence"
+    assert "moe_backend" in got["message"] and "rank 1" in got["message"]
 
 
 def test_subgroup_agrees_trivially(four_ranks):

@@ -122,3 +122,36 @@ def test_import_oracle_is_pure():
         "print(json.dumps(sorted(m for m in ('torch', 'flashinfer', 'oracle.probe', "
         "'oracle.kernels') if m in sys.modules)))\n")
     assert json.loads(out) == []
+
+
+def test_detect_environment_maps_distributions(monkeypatch):
+    import oracle.probe as probe
+    monkeypatch.setattr(probe, "_installed", lambda: {
+        "flashinfer-python": "0.7.2.post1", "deep-gemm": "2.1.0", "amd-aiter": "weird",
+        "intel-extension-for-pytorch": "2.5.0", "vllm-xpu-kernels": "2.7", "vllm": "0.11.0rc1",
+        "triton-kernels": "1.0", "nvidia-cutlass-dsl": "4.2", "cuda-tile": "1.0", "b12x": "0.1",
+        "humming": "0.2", "torch": "2.13.0+cpu", "unrelated": "9"})
+    env = probe.detect_environment()
+    assert env.version("flashinfer") == (0, 7, 2)
+    assert env.version("deep_gemm") == (2, 1, 0)
+    assert env.has("aiter") and env.version("aiter") is None  # present, version unknown
+    assert env.version("intel_xpu") == (2, 7)  # the higher of the two providers
+    assert env.version("vllm_ops") == (0, 11, 0)
+    assert env.version("torch") == (2, 13, 0)
+    assert {n for n, _ in env.libraries} == set(LIBRARIES)
+
+
+def test_distribution_names_are_normalised():
+    from oracle.probe import _normalize
+    assert _normalize("deep_gemm") == _normalize("Deep-GEMM") == "deep-gemm"
+    assert _normalize("triton_kernels") == "triton-kernels"
+
+
+def test_select_for_group_needs_an_initialized_group():
+    dist = pytest.importorskip("torch.distributed")
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is already initialized")
+    from oracle import OracleError, SelectionRequest
+    from oracle.probe import select_for_group
+    with pytest.raises(OracleError, match="init_process_group"):
+        select_for_group(SelectionRequest())

@@ -10,8 +10,8 @@ from oracle.kernels.jit.errors import KernelBuildError
 
 __all__ = [
     "KernelBuildError", "build_cutlass_w4a16_sm90", "install", "check_toolchain",
-    "cache_key", "estimate_full_build", "DEFAULT_TILES", "WORKSPACE_TILE", "Tile",
-    "TrimmedBuild",
+    "cache_key", "estimate_full_build", "probe_full_objects", "DEFAULT_TILES", "K512_TILES",
+    "WORKSPACE_TILE", "Tile", "TrimmedBuild", "installed_module_name",
 ]
 
 

@@ -48,7 +48,7 @@ from oracle.kernels.jit import stubs as _stubs
 from oracle.kernels.jit.errors import KernelBuildError
 
 __all__ = [
-    "GENERATOR_VERSION", "DEFAULT_TILES", "WORKSPACE_TILE", "KEEP_SOURCES", "Tile",
+    "GENERATOR_VERSION", "DEFAULT_TILES", "K512_TILES", "WORKSPACE_TILE", "probe_full_objects", "KEEP_SOURCES", "Tile",
     "Instantiation", "TrimmedBuild", "build_cutlass_w4a16_sm90", "install",
     "check_toolchain", "parse_generated_file", "cache_key", "estimate_full_build",
 ]
@@ -114,6 +114,16 @@ DEFAULT_TILES: tuple[Tile, ...] = (
     Tile(128, 64, 128, "Cooperative"),
     Tile(128, 128, 128, "Cooperative"),
     Tile(128, 256, 128, "Cooperative"),
+)
+#: Experimental decode set: with H and I padded to a multiple of 512 (2880 -> 3072) the
+#: K-tile 256/512 configs become legal (K % tile_k == 0); FlashInfer's W4A16 filter
+#: still drops K-tile 512 for tile N >= 128.  Used by the device check's variant run.
+K512_TILES: tuple[Tile, ...] = DEFAULT_TILES + (
+    Tile(64, 16, 256, "Pingpong"), Tile(64, 16, 512, "Pingpong"),
+    Tile(64, 32, 256, "Pingpong"), Tile(64, 32, 512, "Pingpong"),
+    Tile(64, 64, 256, "Pingpong"),
+    Tile(128, 16, 256, "Cooperative"), Tile(128, 16, 512, "Cooperative"),
+    Tile(128, 32, 256, "Cooperative"), Tile(128, 32, 512, "Cooperative"),
 )
 #: calcMaxWorkspaceSizeTmaWarpSpecializedMixedInput sizes the workspace with this
 #: instantiation (K-tile 256 for FP4 weights); it must be real, never a stub.
@@ -513,10 +523,11 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
                     kept_statements=statements)
     name = f"oracle_{full.name}_w4a16_{key[:12]}"
     gen_dir = Path(jit_env.FLASHINFER_GEN_SRC_DIR) / "oracle" / name
-    sources = [by_rel[r] for r in kept_rel]
+    # Heaviest translation units first: ninja starts edges in manifest order, so the
+    # GEMM instantiations and the runner (the critical path) begin at once.
+    sources: list[Path] = []
     runner_tu = gen_dir / "w4a16_runner_instantiation.cu"
     _write_if_different(runner_tu, _runner_instantiation_source())
-    sources.append(runner_tu)
     for i, t in enumerate(wanted):
         pre, s, post = chosen[t]
         tu = gen_dir / f"w4a16_gemm_{i:02d}_{t}.cu"
@@ -524,6 +535,8 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
                                 f"{s.source.name} -- do not edit.\n" + pre + s.statement
                                 + "\n" + post + "\n")
         sources.append(tu)
+    sources.insert(1, runner_tu)
+    sources += [by_rel[r] for r in kept_rel]
 
     spec = dataclasses.replace(full, name=name, sources=sources)
     build_dir = Path(spec.build_dir)
@@ -561,15 +574,31 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
     built += _run_ninja(tools["ninja"], build_dir, Path(spec.ninja_path), [], jobs=jobs,
                         label="stubs+link", progress=progress)
     so = Path(spec.jit_library_path)
-    unresolved = _stubs.unresolved_dynamic_symbols(so, _system_libraries(tools["cuda_home"]),
-                                                   _tvm_ffi_library())
-    cxx_unresolved = [s for s in unresolved if s.startswith("_Z") and not s.startswith("_ZN3tvm")
-                      and not s.startswith("_ZNK3tvm")]
-    if cxx_unresolved:
-        raise KernelBuildError("link closure", "no unresolved C++ symbols in the trimmed module",
-                               f"{len(cxx_unresolved)} unresolved, e.g. "
-                               f"{_stubs.demangle(cxx_unresolved[:3])}",
-                               "extend STUB_PREFIXES or KEEP_SOURCES")
+    libs, at_load = _system_libraries(tools["cuda_home"]), _tvm_ffi_library()
+    # Closure loop: a C++ *function* still unresolved after linking (outside the
+    # tensorrt_llm:: prefixes, e.g. a helper of a dropped source) is stubbed too and
+    # the module relinked; an unresolved C++ data symbol is an error.
+    for _ in range(3):
+        unresolved = _stubs.unresolved_dynamic_symbols(so, libs, at_load)
+        cxx_unresolved = [u for u in unresolved if u.startswith("_Z")]
+        if not cxx_unresolved:
+            break
+        dem = _stubs.demangle(cxx_unresolved)
+        bad = [d for d in dem if not (_stubs.is_function(d) and _stubs.in_project_namespace(d))]
+        if bad:
+            raise KernelBuildError("link closure", "no unresolved C++ data or library symbols in the trimmed module",
+                                   f"{len(bad)} unresolved, e.g. {bad[:3]}",
+                                   "keep the source that defines them (KEEP_SOURCES)")
+        progress(f"[oracle jit] stubbing {len(cxx_unresolved)} more unresolved functions, e.g. {dem[:2]}")
+        missing_syms = sorted(set(missing_syms) | set(cxx_unresolved))
+        demangled = _stubs.demangle(missing_syms)
+        _write_if_different(stub_cpp, _stubs.render_stub_source(missing_syms, demangled, module=name,
+                                                                kept_summary=summary))
+        built += _run_ninja(tools["ninja"], build_dir, Path(spec.ninja_path), [], jobs=jobs,
+                            label="stubs+link", progress=progress)
+    else:
+        raise KernelBuildError("link closure", "closed after stubbing", f"{len(cxx_unresolved)} still unresolved",
+                               "inspect with nm -D --undefined-only " + str(so))
     phases["stubs_link"] = time.time() - t2
     phases["total"] = time.time() - t0
 
@@ -581,7 +610,7 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
         kept_tiles=[str(t) for t in wanted], stubbed_symbols=len(missing_syms),
         full_object_count=len(full.sources), full_generated_instantiations=n_generated,
         object_seconds=obj_secs, phase_seconds=phases, built_now=built,
-        unresolved_c_symbols=[s for s in unresolved if s not in cxx_unresolved][:50])
+        unresolved_c_symbols=[u for u in unresolved if not u.startswith("_Z")][:50])
     (build_dir / "oracle_build.json").write_text(json.dumps(result.to_dict(), indent=1))
     progress(f"[oracle jit] {name}: {so} ({so.stat().st_size / 2**20:.1f} MiB), "
              f"{len(missing_syms)} dropped symbols stubbed, {phases['total']:.1f}s")
@@ -625,7 +654,10 @@ def installed_module_name() -> str | None:
 
 
 def estimate_full_build(build: TrimmedBuild, *, cores: int) -> dict[str, float]:
-    """Estimate the full ``fused_moe_90`` build from the per-object times measured here.
+    """Upper-bound estimate of the full ``fused_moe_90`` build from the objects measured here.
+
+    (The measured estimate is :func:`probe_full_objects`, which compiles sample
+    objects of the full module itself; this one needs no extra compilation.)
 
     Generated files of the full build hold ~``full_generated_instantiations / n_files``
     GEMM instantiations each; each is charged the mean measured time of one of our
@@ -653,3 +685,62 @@ def estimate_full_build(build: TrimmedBuild, *, cores: int) -> dict[str, float]:
         "trimmed_cpu_seconds": cpu_trim,
         "trimmed_critical_path_s": max(build.object_seconds.values()),
     }
+
+
+def probe_full_objects(*, timeout_s: float = 300.0, jobs: int | None = None,
+                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Compile a sample of the *full* module's objects to measure their cost (no link).
+
+    One generated file of each family FlashInfer emits for ``fused_moe_90``
+    (fpA_intB GEMM, SM80 grouped, SM90 TMA-WS grouped, SM90 mixed-input grouped)
+    plus the dropped heavy non-generated sources.  Objects still compiling after
+    ``timeout_s`` are reported as lower bounds.  Returns per-object seconds, the
+    family sizes and the resulting full-build estimate.
+    """
+    if progress is None:
+        def progress(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+    tools = check_toolchain()
+    flashinfer, jit_env, fi_fused_moe = _fi()
+    full = fi_fused_moe.gen_cutlass_fused_moe_sm90_module()
+    gen = [Path(s) for s in full.sources if str(s).endswith(".generated.cu")]
+    fams: dict[str, list[Path]] = {}
+    for g in gen:
+        fam = g.parent.parent.name + "/" + g.parent.name + ("/mixed" if "Mixed" in g.name else "")
+        fams.setdefault(fam, []).append(g)
+    sample = {fam: sorted(v)[len(v) // 2] for fam, v in fams.items()}
+    csrc = Path(jit_env.FLASHINFER_CSRC_DIR).resolve()
+    dropped_heavy = [Path(s) for s in full.sources if not str(s).endswith(".generated.cu")
+                     and Path(s).resolve().relative_to(csrc).as_posix() not in KEEP_SOURCES]
+    heavy = [s for s in dropped_heavy if s.suffix == ".cu"]
+    srcs = list(sample.values()) + heavy
+    name = "oracle_probe_" + full.name
+    spec = dataclasses.replace(full, name=name, sources=srcs)
+    build_dir = Path(spec.build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    spec.write_ninja()
+    edges = _ninja_edges(Path(spec.ninja_path))
+    cmd = [tools["ninja"], "-C", str(build_dir), "-f", str(spec.ninja_path), "-k", "0"]
+    if jobs:
+        cmd += ["-j", str(jobs)]
+    progress(f"[oracle jit] probing {len(srcs)} objects of the full module (timeout {timeout_s:.0f}s)")
+    t0 = time.time()
+    with open(build_dir / "oracle_probe.log", "w") as log:
+        proc = subprocess.Popen(cmd + list(edges), stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(build_dir), start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            import signal
+
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+    wall = time.time() - t0
+    dur = _ninja_log_durations(build_dir)
+    per = {}
+    for obj, src in edges.items():
+        per[Path(src).name] = {"seconds": dur.get(obj, wall), "finished": obj in dur,
+                               "family": next((f for f, p in sample.items() if str(p.resolve()) == src), "non-generated")}
+    return {"families": {f: len(v) for f, v in fams.items()}, "samples": {f: p.name for f, p in sample.items()},
+            "objects": per, "wall_s": wall, "timeout_s": timeout_s,
+            "non_generated_dropped": [p.name for p in dropped_heavy]}

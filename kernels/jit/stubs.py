@@ -124,6 +124,29 @@ def is_function(demangled: str) -> bool:
          "VTT for", "construction vtable for"))
 
 
+#: Namespaces whose functions may be stubbed when found unresolved after linking.
+PROJECT_NAMESPACES: tuple[str, ...] = ("tensorrt_llm", "cutlass", "cute", "flashinfer", "deep_gemm")
+
+
+def in_project_namespace(demangled: str) -> bool:
+    """True when the function's own qualified name (not its return type) is in PROJECT_NAMESPACES.
+
+    Library symbols (``std::``, ``tvm::ffi::``, ``__cxxabiv1::``) never qualify, so a
+    symbol the host process provides at load time is never replaced by a stub.
+    """
+    head = demangled.split("(", 1)[0]
+    depth, name = 0, []
+    for ch in head:  # drop template arguments
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif depth == 0:
+            name.append(ch)
+    qualified = "".join(name).split()[-1] if "".join(name).split() else ""
+    return qualified.split("::", 1)[0] in PROJECT_NAMESPACES
+
+
 def _c_string(text: str) -> str:
     # json.dumps yields a valid C string literal for ASCII text
     return json.dumps(text, ensure_ascii=True)
