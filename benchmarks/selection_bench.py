@@ -718,7 +718,7 @@ def format_report(out: dict[str, Any]) -> str:
             st = out[f"importtime_{mod}"]
             rows.append([f"cold `import {mod}` (-X importtime total)", f"{st['runs']} processes",
                          fmt(st["median_ms"], 1), f"min {fmt(st['min_ms'], 1)}", "ms"])
-    lines.append(tabulate(rows, headers=["measurement", "n", "median", "p99", "unit"],
+    lines.append(tabulate(rows, headers=["measurement", "n", "median", "p99 (calls) or min (imports)", "unit"],
                           tablefmt="github", disable_numparse=True))
     lines.append("")
     lines.append(f"timer overhead subtracted per call: {out.get('timer_overhead_ns', 0):.0f} ns")
