@@ -89,6 +89,14 @@ def _check_layer(layer: Any, weights: MoEWeights) -> None:
                                    "shard the weights per rank and build one module per rank with ep/tp size 1")
 
 
+def _check_top_k(top_k: int | None, topk_ids: Any) -> None:
+    """The routing tensor must match the layer's top_k (when the layer says it)."""
+    if top_k is not None and isinstance(topk_ids, torch.Tensor) and topk_ids.dim() == 2 \
+            and topk_ids.shape[1] != top_k:
+        raise KernelInputError("topk_ids", f"[M, top_k={top_k}] (the layer's top_k)",
+                               tuple(topk_ids.shape))
+
+
 class MoEModule(torch.nn.Module):
     """A prepared FlashInfer MoE kernel: ``forward(hidden_states, topk_ids, topk_weights) -> [M, H]``."""
 
@@ -101,10 +109,7 @@ class MoEModule(torch.nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
                 topk_weights: torch.Tensor) -> torch.Tensor:
-        if self.top_k is not None and isinstance(topk_ids, torch.Tensor) and topk_ids.dim() == 2 \
-                and topk_ids.shape[1] != self.top_k:
-            raise KernelInputError("topk_ids", f"[M, top_k={self.top_k}] (the layer's top_k)",
-                                   tuple(topk_ids.shape))
+        _check_top_k(self.top_k, topk_ids)
         return self.adapter.run(self.prepared, hidden_states, topk_ids, topk_weights)
 
     def extra_repr(self) -> str:
@@ -126,10 +131,7 @@ class ReferenceMoE(torch.nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
                 topk_weights: torch.Tensor) -> torch.Tensor:
-        if self.top_k is not None and isinstance(topk_ids, torch.Tensor) and topk_ids.dim() == 2 \
-                and topk_ids.shape[1] != self.top_k:
-            raise KernelInputError("topk_ids", f"[M, top_k={self.top_k}] (the layer's top_k)",
-                                   tuple(topk_ids.shape))
+        _check_top_k(self.top_k, topk_ids)
         return moe_reference(hidden_states, self.weights, topk_ids, topk_weights,
                              activation=self.activation, act_quant=self.act_quant)
 

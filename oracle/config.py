@@ -160,12 +160,7 @@ def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
         key = _key_or_error(value, f"{slot}.weight", activation=False)
         return QuantSpec(weight=key)  # type: ignore[arg-type]
     if isinstance(value, Mapping):
-        unknown = [k for k in value if k not in _FIELDS]
-        if unknown:
-            bad = unknown[0]
-            s = suggest(str(bad), _FIELDS)
-            raise ConfigError(f"{slot}.{bad}", "a known field (weight, activation)", repr(bad),
-                              f"'{s}'" if s else "weight or activation", _FIELDS)
+        _reject_unknown(value, _FIELDS, slot)
         kwargs: dict[str, Any] = {}
         for name in _FIELDS:
             if name in value:
@@ -176,29 +171,37 @@ def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
                       repr(value), '{"weight": "mxfp4_static", "activation": "mxfp8"}')
 
 
+def _reject_unknown(value: Mapping[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    """An unknown field is a ConfigError naming its path, with a close-match suggestion."""
+    for k in value:
+        if k not in allowed:
+            s = suggest(str(k), allowed)
+            raise ConfigError(f"{prefix}.{k}", f"one of {', '.join(allowed)}", repr(k),
+                              f"'{s}'" if s else " or ".join(allowed), allowed)
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError("quantization_config", "a JSON object", repr(text)[:80],
+                          f"fix the JSON ({exc})" if isinstance(exc, json.JSONDecodeError)
+                          else "a shallower JSON object") from None
+
+
 def _from_value(value: Any) -> QuantizationConfigArgs:
     if value is None:
         return QuantizationConfigArgs()
     if isinstance(value, QuantizationConfigArgs):
         return value
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise ConfigError("quantization_config", "a JSON object", repr(value)[:80],
-                              f"fix the JSON ({exc})" if isinstance(exc, json.JSONDecodeError)
-                              else "a shallower JSON object") from None
+        value = _load_json(value)
         if value is None:
             return QuantizationConfigArgs()
     if not isinstance(value, Mapping):
         raise ConfigError("quantization_config", "a JSON object with linear/moe/ignore",
                           repr(value)[:80], '{"moe": {"activation": "mxfp8"}}')
-    allowed = (*_SLOTS, "ignore")
-    for k in value:
-        if k not in allowed:
-            s = suggest(str(k), allowed)
-            raise ConfigError(f"quantization_config.{k}", "one of linear, moe, ignore", repr(k),
-                              f"'{s}'" if s else "linear, moe or ignore", allowed)
+    _reject_unknown(value, (*_SLOTS, "ignore"), "quantization_config")
     kwargs: dict[str, Any] = {}
     for slot in _SLOTS:
         if slot in value:
@@ -247,13 +250,9 @@ def resolve_quantization_config(quantization: str | None = None,
         slots = SHORTHANDS[quantization]
         base = QuantizationConfigArgs(linear=slots.get("linear", UNSET),
                                       moe=slots.get("moe", UNSET))
-    raw = quantization_config
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            pass  # _from_value reports it with the path
-    over = _from_value(raw if raw is not quantization_config else quantization_config)
+    raw = _load_json(quantization_config) if isinstance(quantization_config, str) \
+        else quantization_config
+    over = _from_value(raw)
     explicit = raw if isinstance(raw, Mapping) else {}
     linear = _merge_spec(base.linear, over.linear,
                          explicit.get("linear") if isinstance(explicit.get("linear"), Mapping) else None)

@@ -91,7 +91,13 @@ class Selection:
         for note in self.notes:
             lines.append(f"  note: {note}")
         if self.rejected:
+            # Rows for other platforms are one line: the reader's question is about the rest.
+            elsewhere = [r.backend for r in self.rejected if r.reason is Reason.PLATFORM_UNSUPPORTED]
             lines.append(f"  rejected ({len(self.rejected)}):")
-            lines += [f"    {r.backend}: {r.reason.value} — {r.detail}" for r in self.rejected]
+            lines += [f"    {r.backend}: {r.reason.value} — {r.detail}" for r in self.rejected
+                      if r.reason is not Reason.PLATFORM_UNSUPPORTED]
+            if elsewhere:
+                lines.append(f"    {len(elsewhere)} variants for other platforms: "
+                             f"platform_unsupported ({', '.join(elsewhere)})")
         lines.append(f"  matrix {self.matrix_version}, fingerprint {self.fingerprint}")
         return "\n".join(lines)
