@@ -46,9 +46,18 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_outside_the_repo(tmp_path):
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{env_dir / 'bin'}:{env['PATH']}"
-    res = subprocess.run([str(env_dir / "bin" / "mxfp4-oracle"), "select", "--device", "sm90",
-                          "--libraries", "all", "--json"], cwd=outside, capture_output=True,
-                         text=True, env=env, timeout=120)
+    cli = str(env_dir / "bin" / "mxfp4-oracle")
+    # The exact command: the fresh venv holds no kernel library (not even torch), so the
+    # honest answer is the aggregated error, as contract JSON with exit status 2.
+    res = subprocess.run([cli, "select", "--device", "sm90", "--json"], cwd=outside,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 2, res.stderr
+    err = json.loads(res.stdout)
+    assert err["error"] == "NoEligibleBackend"
+    assert {r["reason"] for r in err["rejected"]} >= {"library_missing"}
+    # With every library assumed present, the answer for sm90 is vLLM's: TRITON.
+    res = subprocess.run([cli, "select", "--device", "sm90", "--libraries", "all", "--json"],
+                         cwd=outside, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["backend"] == "TRITON"
     # The wheel must not install top-level `kernels` or `matrix` packages.
