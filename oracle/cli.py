@@ -176,8 +176,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
         config = {}
         seen: dict[str, str] = {}
         for raw in json_values:  # JSON first, then dotted flags on top (later wins)
-            value = _parse_value(raw) if raw.strip().startswith(("{", "[")) or raw == "null" \
-                else _parse_value(raw)
+            value = _parse_value(raw)
             if value is None:
                 config = {}
                 continue

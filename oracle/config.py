@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from oracle.errors import ConfigError, UnknownQuantKey
+from oracle.errors import ConfigError
 from oracle.keys import (BF16, QUANT_KEY_NAMES, Bf16Marker, QuantKey, canonical_name,
                          kFp8Static128BlockSym, kFp8StaticChannelSym, kFp8StaticTensorSym,
                          kInt8StaticChannelSym, kMxfp4Static, kMxfp8Dynamic, kNvfp4Static,
@@ -136,12 +136,7 @@ def _key_or_error(value: Any, path: str, *, activation: bool) -> QuantKey | Bf16
                           "one of " + ", ".join(QUANT_KEY_NAMES), tuple(QUANT_KEY_NAMES))
     if activation and value == "bf16":
         return BF16
-    try:
-        return parse_quant_key(value, path=path)
-    except UnknownQuantKey:
-        raise
-    except ConfigError:  # pragma: no cover - parse_quant_key raises UnknownQuantKey only
-        raise
+    return parse_quant_key(value, path=path)  # unknown names: UnknownQuantKey naming ``path``
 
 
 def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
