@@ -14,9 +14,9 @@ Measures, in one process on one GPU:
   raw FlashInfer (``cutlass_fused_moe`` on pre-padded tensors, no adapter).
 
 Needs an SM90 GPU, nvcc and flashinfer-python 0.7.2.post1; builds (or reuses)
-the trimmed JIT module first.  The numbers recorded on the lent H100 are in
-docs/performance.md ("## Kernel").  On a leased machine prefer
-``kernels/tools/device_check.py start`` (same code, run detached, results in $OUT).
+the trimmed JIT module first.  The numbers recorded on an H100 are in
+docs/performance.md ("## Kernel").  ``python tools/device_check.py start`` runs the
+same code as a detached job (results in $OUT).
 
     python benchmarks/kernel_bench.py [--experts 32 128] [--tokens 1 4 16 ...] [--json out.json]
 """
@@ -29,13 +29,11 @@ import json
 import sys
 from pathlib import Path
 
-try:
-    from oracle.kernels.tools import device_check as dc
-except ImportError:  # a checkout without `pip install -e .`: load the tool by path
-    _p = Path(__file__).resolve().parents[1] / "kernels" / "tools" / "device_check.py"
-    _spec = importlib.util.spec_from_file_location("oracle_device_check", _p)
-    dc = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(dc)
+# The device job is lab tooling under tools/ (not in the installed package): load it by path.
+_DEVICE_CHECK = Path(__file__).resolve().parents[1] / "tools" / "device_check.py"
+_spec = importlib.util.spec_from_file_location("oracle_device_check", _DEVICE_CHECK)
+dc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dc)
 
 
 def main(argv=None) -> int:

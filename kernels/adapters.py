@@ -6,14 +6,29 @@ Every adapter has the same two-step API::
     prepared = adapter.prepare(weights)           # MoEWeights -> backend layout (once)
     out = adapter.run(prepared, hidden_states, topk_ids, topk_weights)
 
+The kernel facts -- the archs it runs on, the activation key it consumes, the
+activation functions it implements, the weight-layout family and the size
+alignment -- are not written here: each adapter reads them from its matrix row,
+``oracle.matrix.MATRIX.by_name[adapter.backend]``, when it is constructed.  The archs
+an adapter runs on are the row's archs minus those the row marks ``known_bad``.
+What is code here is the preparation code per layout family (``layouts``) and the
+translation of an activation key into FlashInfer's format (``activation_formats``).
+
 ``prepare`` and ``run`` validate every input (type, dtype, shape, device,
 contiguity, alignment) *before* anything is launched and raise
 :class:`oracle.errors.KernelInputError` naming the tensor, the constraint, what
-was given and a fix.  An adapter on a device its kernel does not support raises
+was given and a fix.  Values are checked by default too, one policy for every
+adapter and the reference (docs/kernels.md, "input checks"): ``prepare`` refuses
+an E8M0 scale byte 255 (NaN) and NaN/inf biases, ``run`` refuses NaN/inf hidden
+states or routing weights (``check_finite=False`` skips both) and expert ids
+outside ``[0, E)`` (``check_expert_ids=False`` skips it).  ``run``'s value checks
+cost one pass over the inputs and one device sync per call together; turn them
+off on a hot path that guarantees its inputs, and inside CUDA graph capture.
+An adapter on a device its kernel does not support raises
 :class:`KernelUnavailable` (an :class:`~oracle.errors.OracleError`) instead of
-launching.
+launching; :func:`arch_check` is that decision as a pure function (no GPU needed).
 
-Layout facts the adapters rely on (checked on the H100 against
+Layout facts the adapters rely on (checked on an H100 against
 :func:`oracle.kernels.reference.moe_reference`, see docs/kernels.md):
 
 * gpt-oss stores gate/up rows interleaved (gate_0, up_0, gate_1, ...); FlashInfer's
@@ -23,28 +38,44 @@ Layout facts the adapters rely on (checked on the H100 against
 * The gpt-oss SwiGLU is FlashInfer's ``SwigluBias`` adaptor: passing
   ``swiglu_alpha`` (1.702), ``swiglu_beta`` (1.0: the ``up + 1``) and
   ``swiglu_limit`` (7.0) per expert to ``cutlass_fused_moe`` selects it.
-* The SM90 mixed-input GEMM needs H and I multiples of 128 (scale folding is per
-  64x128 block, MXFP4 K-tile 128): weights are zero-padded (zero E2M1 codes,
-  unit scales, zero bias), so padded rows/columns contribute exactly nothing;
-  hidden states are zero-padded per call unless the caller passes them padded.
+* H and I are zero-padded to the row's ``hidden_align`` / ``intermediate_align``
+  (zero E2M1 codes, unit scales, zero bias), so padded rows/columns contribute
+  exactly nothing; hidden states are zero-padded per call unless the caller
+  passes them padded.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 
-from oracle.errors import KernelInputError, OracleError
+from oracle.errors import ConfigError, KernelInputError, OracleError
+from oracle.keys import canonical_name, kMxfp8Dynamic
+from oracle.matrix import MATRIX
 
 from .checkpoint import MoEWeights
 from .reference import GPT_OSS_SWIGLU, ActivationSpec
 
+try:  # the project's one arch grammar
+    from oracle.platforms import Device as _Device
+except ImportError:  # pragma: no cover - only while oracle.platforms is unavailable
+    _Device = None
+
 __all__ = [
     "KernelUnavailable",
+    "runnable_archs",
+    "sm_number",
+    "arch_check",
     "CutlassW4A16Sm90Adapter",
+    "PreparedMoE",
     "PreparedCutlassW4A16",
+    "PreparedFlashInferView",
     "TrtllmMxfp4Adapter",
     "CutlassMxfp8Mxfp4Sm100Adapter",
     "ADAPTERS",
@@ -66,6 +97,62 @@ def round_up(x: int, m: int) -> int:
     return (x + m - 1) // m * m
 
 
+# --------------------------------------------------------------------------- facts from the matrix row
+
+_SM_NAME = re.compile(r"^sm_?([1-9][0-9]{1,2})[af]?$", re.ASCII)
+
+
+def sm_number(arch: int | str) -> int | None:
+    """The SM number of a CUDA arch (``"sm90"`` or ``90`` -> 90); None for any other arch."""
+    if isinstance(arch, int) and not isinstance(arch, bool):
+        return arch
+    if not isinstance(arch, str):
+        return None
+    if _Device is not None:
+        try:
+            dev = _Device.parse(arch)
+        except ConfigError:
+            return None
+        return dev.arch if dev.platform == "cuda" and isinstance(dev.arch, int) else None
+    m = _SM_NAME.match(arch.strip().lower())
+    return int(m.group(1)) if m else None
+
+
+def runnable_archs(row: Any) -> tuple[int, ...]:
+    """SM numbers a row's kernel runs on: its CUDA archs whose status is not ``known_bad``."""
+    sms = (sm_number(a) for a in row.archs if row.status_on(a).status != "known_bad")
+    return tuple(sorted(sm for sm in sms if sm is not None))
+
+
+def _row(backend: str) -> Any:
+    row = MATRIX.by_name.get(backend)
+    if row is None:
+        raise ConfigError("backend", "the name of a row of the compatibility matrix (oracle.matrix.MATRIX)",
+                          repr(backend), "see `mxfp4-oracle matrix`")
+    return row
+
+
+def arch_check(backend: str, arch: int | str, archs: Iterable[int], *, device_name: str | None = None,
+               refused: Mapping[int, str] | None = None) -> int:
+    """The SM number of ``arch`` if ``backend``'s kernel runs there, else :class:`KernelUnavailable`.
+
+    Pure (no GPU needed): ``arch`` is an SM number or an arch name (``sm90``, ``gfx942``);
+    ``archs`` the runnable SM numbers; ``refused`` the known_bad ones with the matrix's reason.
+    """
+    archs = tuple(archs)
+    sm = sm_number(arch)
+    if sm is not None and sm in archs:
+        return sm
+    where = f"sm{sm}" if sm is not None else str(arch)
+    got = where + (f" ({device_name})" if device_name else "")
+    reason = (refused or {}).get(sm) if sm is not None else None
+    if reason:
+        got += f"; the matrix marks it known_bad: {reason}"
+    names = ", ".join(f"sm{a}" for a in archs) or "no arch"
+    raise KernelUnavailable(backend, f"run on {names}", got,
+                            f"ask `mxfp4-oracle select --device {where}` for the backend of this device")
+
+
 # --------------------------------------------------------------------------- shared checks
 
 
@@ -75,12 +162,19 @@ def _is_tensor(name: str, t: Any) -> torch.Tensor:
     return t
 
 
-def _check_weights(weights: Any) -> MoEWeights:
+def _check_weights(weights: Any, check_finite: bool = True) -> MoEWeights:
     if not isinstance(weights, MoEWeights):
         raise KernelInputError("weights", "an oracle.kernels.checkpoint.MoEWeights",
                                type(weights).__name__,
                                "load it with load_gpt_oss_layer(...) or random_gpt_oss_layer(...)")
-    return weights.validate()
+    weights.validate()
+    return weights.check_finite() if check_finite else weights
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise KernelInputError(name, "True or False", repr(value)[:40])
+    return value
 
 
 def _check_activation(backend: str, activation: Any, allowed: tuple[str, ...]) -> ActivationSpec:
@@ -104,14 +198,12 @@ def _cuda_device(backend: str, device: torch.device | str | None) -> torch.devic
     return dev
 
 
-def _check_arch(backend: str, device: torch.device, archs: tuple[int, ...]) -> int:
+def _check_arch(backend: str, device: torch.device, archs: Iterable[int],
+                refused: Mapping[int, str] | None = None) -> int:
+    """:func:`arch_check` for the compute capability of a CUDA ``device``."""
     major, minor = torch.cuda.get_device_capability(device)
-    sm = major * 10 + minor
-    if sm not in archs:
-        names = ", ".join(f"sm{a}" for a in archs)
-        raise KernelUnavailable(backend, f"run on {names}", f"sm{sm} ({torch.cuda.get_device_name(device)})",
-                                "ask `mxfp4-oracle select --device sm%d` for the backend of this GPU" % sm)
-    return sm
+    return arch_check(backend, major * 10 + minor, archs, device_name=torch.cuda.get_device_name(device),
+                      refused=refused)
 
 
 def _check_routing(hidden_states: torch.Tensor, topk_ids: Any, topk_weights: Any, *,
@@ -142,14 +234,49 @@ def _check_routing(hidden_states: torch.Tensor, topk_ids: Any, topk_weights: Any
     return k
 
 
-def _check_expert_ids(topk_ids: torch.Tensor, num_experts: int) -> None:
-    """Range check of the routed ids (one device sync; opt-in on the hot path)."""
-    if topk_ids.numel() == 0:
+def _check_values(hidden_states: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor,
+                  num_experts: int, *, finite: bool, expert_ids: bool) -> None:
+    """The value checks of ``run`` (after the shape checks), with one device sync for all of them.
+
+    ``finite``: no NaN/inf in the hidden states or the routing weights.
+    ``expert_ids``: every id in ``[0, num_experts)`` (one min/max).
+    """
+    if (finite or expert_ids) and hidden_states.is_cuda and torch.cuda.is_current_stream_capturing():
+        # A check needs the values, which a graph being captured does not have yet (and the
+        # device sync would break the capture): say so instead of skipping silently.
+        raise KernelInputError("check_finite / check_expert_ids", "False for a run inside CUDA graph capture",
+                               "a value check during capture",
+                               "build the adapter with check_finite=False, check_expert_ids=False "
+                               "and check the inputs before replaying the graph")
+    # Few launches, one sync: an inf-norm is NaN/inf exactly when some element is (NaN propagates
+    # through max), and the ids' min/max go through float32 (exact below 2**24, monotonic above,
+    # so the comparison with E is exact; the message re-reads the exact values).
+    finite_checked = [(name, t) for name, t in (("hidden_states", hidden_states), ("topk_weights", topk_weights))
+                      if finite and t.numel()]  # (an inf-norm of nothing is undefined; nothing is finite)
+    parts = [torch.linalg.vector_norm(t, math.inf, dtype=torch.float32) for _, t in finite_checked]
+    ranged = expert_ids and topk_ids.numel() > 0
+    if ranged:
+        parts += list(torch.aminmax(topk_ids.to(torch.float32)))
+    if not parts:
         return
-    lo, hi = int(topk_ids.min()), int(topk_ids.max())
-    if lo < 0 or hi >= num_experts:
-        raise KernelInputError("topk_ids", f"expert ids in [0, {num_experts})", f"[{lo}, {hi}]",
-                               "map global expert ids to this layer's local experts first")
+    vals = torch.stack(parts).tolist()  # the one sync
+    for (name, _), v in zip(finite_checked, vals):
+        if not math.isfinite(v):
+            raise KernelInputError(name, "finite (no NaN/inf)", "non-finite values",
+                                   "fix the upstream computation, or build the adapter with "
+                                   "check_finite=False to skip the check")
+    if ranged:
+        lo, hi = vals[-2:]
+        if lo < 0 or hi >= num_experts:
+            lo, hi = int(topk_ids.min()), int(topk_ids.max())
+            raise KernelInputError("topk_ids", f"expert ids in [0, {num_experts})", f"[{lo}, {hi}]",
+                                   "map global expert ids to this layer's local experts first")
+
+
+def _check_expert_ids(topk_ids: torch.Tensor, num_experts: int) -> None:
+    """Range check of the routed ids alone (one device sync)."""
+    if topk_ids.numel():
+        _check_values(topk_ids, topk_ids, topk_ids, num_experts, finite=False, expert_ids=True)
 
 
 def _split_gate_up(t: torch.Tensor, activation: ActivationSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,19 +297,33 @@ def _pad_dims(t: torch.Tensor, sizes: dict[int, int], value: float = 0) -> torch
     return torch.nn.functional.pad(t, pad, value=value)
 
 
-# --------------------------------------------------------------------------- CUTLASS W4A16 (SM90)
+# --------------------------------------------------------------------------- prepared weights
 
 
 @dataclass
-class PreparedCutlassW4A16:
-    """Weights in the SM90 mixed-input layout plus everything ``run`` needs."""
+class PreparedMoE:
+    """What every prepared layer holds: the backend, its device and the (padded) geometry."""
 
+    backend: str
     device: torch.device
     num_experts: int
     hidden_size: int
     intermediate_size: int
     hidden_pad: int
     inter_pad: int
+
+    def padded_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, H] -> [M, hidden_pad] (zero columns; ``x`` itself when already padded)."""
+        if x.shape[1] == self.hidden_pad:
+            return x
+        return torch.nn.functional.pad(x, (0, self.hidden_pad - self.hidden_size))
+
+
+@dataclass(kw_only=True)
+class PreparedCutlassW4A16(PreparedMoE):
+    """Weights in the SM90 mixed-input layout plus everything ``run`` needs."""
+
+    backend: str = "FLASHINFER_CUTLASS_MXFP4_BF16"
     fc1_weights: torch.Tensor          # uint8 [E, 2Ip, Hp/2], rows [up; gate], interleaved
     fc2_weights: torch.Tensor          # uint8 [E, Hp, Ip/2]
     quant_scales: list[torch.Tensor]   # [fc1 scales, fc2 scales] folded, viewed as int32
@@ -197,12 +338,6 @@ class PreparedCutlassW4A16:
     ws_by_call: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False)
     pad_inputs: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
-    @property
-    def nbytes(self) -> int:
-        ts = [self.fc1_weights, self.fc2_weights, *self.quant_scales]
-        ts += [t for t in (self.fc1_bias, self.fc2_bias) if t is not None]
-        return sum(t.numel() * t.element_size() for t in ts)
-
     def flashinfer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``flashinfer.fused_moe.cutlass_fused_moe`` for these weights."""
         from flashinfer.fused_moe import ActivationType
@@ -216,25 +351,106 @@ class PreparedCutlassW4A16:
         )
 
 
-def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, alignment: int = 128,
-                             order: str = "up_gate"):
+@dataclass
+class PreparedFlashInferView(PreparedMoE):
+    """A FlashInfer ``MoEWeightPack``-style view and the geometry ``run`` needs."""
+
+    view: dict[str, torch.Tensor]
+    activation: ActivationSpec
+
+
+# --------------------------------------------------------------------------- adapter base
+
+
+class _RowAdapter:
+    """An adapter whose kernel facts come from its matrix row (``self.row``).
+
+    Read from the row at construction: ``archs`` (:func:`runnable_archs`),
+    ``activation_key`` (``row.activation``), ``activation_kinds``
+    (``row.activation_fns``), ``layout`` (``row.layout``) and the size alignments.
+    Subclasses set ``backend`` and define ``layouts`` (layout family -> the function
+    preparing weights in it) and ``activation_formats`` (activation key -> the
+    FlashInfer ``QuantFormat`` member their ``run`` passes for it).
+    """
+
+    backend = ""
+    layouts: Mapping[str, Callable[..., Any]] = {}
+    activation_formats: Mapping[Any, str] = {}
+
+    def _init_row(self, activation: Any, device: torch.device | str | None, check_finite: bool = True,
+                  check_expert_ids: bool = True) -> None:
+        self.check_finite = _check_flag("check_finite", check_finite)
+        self.check_expert_ids = _check_flag("check_expert_ids", check_expert_ids)
+        self.row = row = _row(self.backend)
+        self.archs = runnable_archs(row)
+        self.activation_key = row.activation
+        self.activation_kinds = tuple(row.activation_fns)
+        self.layout = row.layout
+        self.hidden_alignment, self.intermediate_alignment = row.hidden_align, row.intermediate_align
+        self._refused = {sm_number(a): row.status_on(a).reason for a in row.archs
+                         if row.status_on(a).status == "known_bad"}
+        if self.layout not in self.layouts:
+            raise KernelUnavailable(self.backend, "a matrix layout this adapter has preparation code for: "
+                                    + ", ".join(sorted(self.layouts)), repr(self.layout))
+        self._prepare_layout = self.layouts[self.layout]
+        if self.activation_key not in self.activation_formats:
+            raise KernelUnavailable(self.backend, "a matrix activation key this adapter runs: "
+                                    + ", ".join(canonical_name(k) for k in self.activation_formats),
+                                    canonical_name(self.activation_key))
+        self.activation = _check_activation(self.backend, activation, self.activation_kinds)
+        self.device = device
+
+    def check_arch(self, arch: int | str, device_name: str | None = None) -> int:
+        """SM number of ``arch`` if this adapter's kernel runs there, else KernelUnavailable (pure)."""
+        return arch_check(self.backend, arch, self.archs, device_name=device_name, refused=self._refused)
+
+    def _check_device_arch(self, device: torch.device) -> int:
+        return _check_arch(self.backend, device, self.archs, self._refused)
+
+    def _device(self, weights: MoEWeights | None = None) -> torch.device:
+        want = self.device if self.device is not None else (
+            weights.device if weights is not None and weights.device.type == "cuda" else None)
+        dev = _cuda_device(self.backend, want)
+        self._check_device_arch(dev)
+        return dev
+
+    def _quant_format(self):
+        from flashinfer.fused_moe.api import QuantFormat
+
+        return getattr(QuantFormat, self.activation_formats[self.activation_key])
+
+    def prepare(self, weights: MoEWeights) -> Any:
+        """Checkpoint MoEWeights -> this backend's layout (the row's ``layout``), on its device.
+
+        Refuses malformed weights, and (``check_finite``) E8M0 scale bytes 255 and
+        NaN/inf biases, before anything is moved or launched.
+        """
+        weights = _check_weights(weights, self.check_finite)
+        dev = self._device(weights)
+        return self._prepare_layout(self, weights, dev)
+
+
+# --------------------------------------------------------------------------- CUTLASS W4A16 (SM90)
+
+
+def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, alignment: int,
+                             intermediate_alignment: int | None = None):
     """Checkpoint MXFP4 -> the pre-interleave operands of the SM90 mixed-input MoE (pure torch).
 
     Returns ``(fc1 [E, 2Ip, Hp/2] u8, fc1_scales [E, 2Ip, Hp/32] u8, fc2 [E, Hp, Ip/2] u8,
     fc2_scales [E, Hp, Ip/32] u8, fc1_bias [E, 2Ip] bf16 | None, fc2_bias [E, Hp] bf16 | None)``
     on the weights' device: gate/up rows reordered to FlashInfer's ``[up; gate]``,
-    H and I zero-padded to ``alignment`` (zero E2M1 codes, unit E8M0 scales 127,
-    zero bias), so padded rows and columns contribute exactly nothing.
+    H zero-padded to ``alignment`` and I to ``intermediate_alignment`` (default: the
+    same; zero E2M1 codes, unit E8M0 scales 127, zero bias), so padded rows and
+    columns contribute exactly nothing.
     """
     e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
-    hp, ip = round_up(h, alignment), round_up(i, alignment)
+    hp, ip = round_up(h, alignment), round_up(i, intermediate_alignment or alignment)
     # blocks [E, N, K/32, 16] are the packed [E, N, K/2] bytes (two E2M1 per byte, low nibble first)
     w13 = weights.w13_blocks.reshape(e, 2 * i, h // 2)
     gate, up = _split_gate_up(w13, activation)
     sg, su = _split_gate_up(weights.w13_scales, activation)
     pad_w1, pad_s1 = {1: ip, 2: hp // 2}, {1: ip, 2: hp // 32}
-    if order == "gate_up":  # diagnostic only: FlashInfer reads [linear=up; gate]
-        gate, up, sg, su = up, gate, su, sg
     fc1 = torch.cat([_pad_dims(up, pad_w1), _pad_dims(gate, pad_w1)], dim=1).contiguous()
     fc1_s = torch.cat([_pad_dims(su, pad_s1, 127), _pad_dims(sg, pad_s1, 127)], dim=1).contiguous()
     fc2 = _pad_dims(weights.w2_blocks.reshape(e, h, i // 2), {1: hp, 2: ip // 2}).contiguous()
@@ -242,16 +458,50 @@ def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, al
     b1 = b2 = None
     if weights.w13_bias is not None:
         bg, bu = _split_gate_up(weights.w13_bias.to(torch.bfloat16), activation)
-        if order == "gate_up":
-            bg, bu = bu, bg
         b1 = torch.cat([_pad_dims(bu, {1: ip}), _pad_dims(bg, {1: ip})], dim=1).contiguous()
     if weights.w2_bias is not None:
         b2 = _pad_dims(weights.w2_bias.to(torch.bfloat16), {1: hp}).contiguous()
     return fc1, fc1_s, fc2, fc2_s, b1, b2
 
 
-class CutlassW4A16Sm90Adapter:
-    """FLASHINFER_CUTLASS_MXFP4_BF16: FlashInfer's CUTLASS MXFP4-weight x BF16-activation MoE (SM90).
+def _prepare_cutlass_sm90_mixed_interleaved(adapter: CutlassW4A16Sm90Adapter, weights: MoEWeights,
+                                            device: torch.device) -> PreparedCutlassW4A16:
+    """Layout ``cutlass_sm90_mixed_interleaved``: host layout + FlashInfer's SM90 interleave kernels."""
+    try:
+        from flashinfer.fused_moe.prepare import (
+            interleave_moe_scales_for_sm90_mixed_gemm,
+            interleave_moe_weights_for_sm90_mixed_gemm,
+        )
+    except Exception as e:  # pragma: no cover - environment
+        raise KernelUnavailable(adapter.backend, "flashinfer-python importable", f"{type(e).__name__}: {e}",
+                                "pip install flashinfer-python==0.7.2.post1") from e
+    adapter.ensure_module()
+
+    e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
+    hp, ip = round_up(h, adapter.alignment), round_up(i, adapter.alignment)
+    fc1, fc1_s, fc2, fc2_s, b1, b2 = cutlass_sm90_host_layout(weights.to(device), adapter.activation,
+                                                              adapter.alignment)
+    with torch.cuda.device(device):
+        fc1_i = interleave_moe_weights_for_sm90_mixed_gemm(fc1, "fp4")
+        fc2_i = interleave_moe_weights_for_sm90_mixed_gemm(fc2, "fp4")
+        s1 = interleave_moe_scales_for_sm90_mixed_gemm(fc1_s)
+        s2 = interleave_moe_scales_for_sm90_mixed_gemm(fc2_s)
+    swiglu: dict[str, torch.Tensor] = {}
+    if adapter.activation.kind == "swiglu_oai":
+        def full(v: float) -> torch.Tensor:
+            return torch.full((e,), float(v), dtype=torch.float32, device=device)
+
+        swiglu = {"swiglu_alpha": full(adapter.activation.alpha), "swiglu_beta": full(1.0),
+                  "swiglu_limit": full(adapter.activation.limit)}
+    return PreparedCutlassW4A16(
+        backend=adapter.backend, device=device, num_experts=e, hidden_size=h, intermediate_size=i,
+        hidden_pad=hp, inter_pad=ip, fc1_weights=fc1_i, fc2_weights=fc2_i,
+        quant_scales=[s1.view(torch.int32), s2.view(torch.int32)], fc1_bias=b1, fc2_bias=b2,
+        swiglu=swiglu, activation=adapter.activation, max_num_tokens=adapter.max_num_tokens)
+
+
+class CutlassW4A16Sm90Adapter(_RowAdapter):
+    """FLASHINFER_CUTLASS_MXFP4_BF16: FlashInfer's CUTLASS MXFP4-weight x BF16-activation MoE.
 
     This is the kernel behind FlashInfer's ``CutlassW4A16Runner`` /
     ``CutlassW4A16Config``, called through the flat ``cutlass_fused_moe`` API
@@ -260,35 +510,38 @@ class CutlassW4A16Sm90Adapter:
     (:func:`oracle.kernels.jit.build_cutlass_w4a16_sm90`, ~25 of 248 objects);
     ``"full"`` uses FlashInfer's stock ``fused_moe_90`` (75-100 min cold build);
     ``"installed"`` uses whatever FlashInfer's loader currently returns.
-    ``check_expert_ids`` adds a range check of ``topk_ids`` (one device sync per call).
+    ``alignment``: H and I are padded to it (default: the row's alignment; any
+    multiple of it).  ``tiles``: GEMM configs of the trimmed module (None: its defaults).
+    ``check_finite`` (default True) refuses NaN/inf inputs and biases and E8M0 scale
+    bytes 255; ``check_expert_ids`` (default True) refuses ids outside ``[0, E)``;
+    together one device sync per call -- pass False for a hot path or CUDA graphs.
     """
 
     backend = "FLASHINFER_CUTLASS_MXFP4_BF16"
-    archs = (90,)
-    activation_kinds = ("swiglu_oai", "swiglu")
+    layouts = {"cutlass_sm90_mixed_interleaved": _prepare_cutlass_sm90_mixed_interleaved}
+    activation_formats = {None: "BF16"}
 
     def __init__(self, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
                  device: torch.device | str | None = None, max_num_tokens: int = 8192,
-                 module: str = "trimmed", check_expert_ids: bool = False,
-                 use_fused_finalize: bool = True, alignment: int = 128, tiles: Any = None) -> None:
-        self.activation = _check_activation(self.backend, activation, self.activation_kinds)
-        if not isinstance(alignment, int) or alignment < 128 or alignment % 128:
-            raise KernelInputError("alignment", "a positive multiple of 128 (H and I are padded to it)", alignment)
-        self.alignment = alignment
-        self.tiles = tiles  # GEMM configs of the trimmed module (None: DEFAULT_TILES)
+                 module: str = "trimmed", check_expert_ids: bool = True, check_finite: bool = True,
+                 use_fused_finalize: bool = True, alignment: int | None = None, tiles: Any = None) -> None:
+        self._init_row(activation, device, check_finite, check_expert_ids)
+        base = math.lcm(self.hidden_alignment, self.intermediate_alignment)
+        if alignment is None:
+            alignment = base
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment < base or alignment % base:
+            raise KernelInputError("alignment", f"a positive multiple of {base} (the matrix row's alignment; "
+                                   "H and I are padded to it)", alignment)
+        self.alignment = self.hidden_alignment = self.intermediate_alignment = alignment
+        self.tiles = tiles
         if module not in ("trimmed", "full", "installed"):
             raise KernelInputError("module", "'trimmed', 'full' or 'installed'", repr(module))
-        if not isinstance(max_num_tokens, int) or max_num_tokens < 1:
-            raise KernelInputError("max_num_tokens", "a positive int", max_num_tokens)
-        self.device = device
+        if not isinstance(max_num_tokens, int) or isinstance(max_num_tokens, bool) or max_num_tokens < 1:
+            raise KernelInputError("max_num_tokens", "a positive int", repr(max_num_tokens)[:40])
         self.max_num_tokens = max_num_tokens
         self.module = module
-        self.check_expert_ids = check_expert_ids
-        self.use_fused_finalize = use_fused_finalize
+        self.use_fused_finalize = _check_flag("use_fused_finalize", use_fused_finalize)
         self.build_info = None
-        #: Debug/check aid: NaN-fill every output buffer before the kernel writes it.
-        self.poison_output = False
-        self._row_order = "up_gate"  # diagnostics may flip it; FlashInfer's contract is [up; gate]
 
     # ---- module
     def ensure_module(self) -> None:
@@ -300,63 +553,22 @@ class CutlassW4A16Sm90Adapter:
                 kw = {} if self.tiles is None else {"tiles": self.tiles}
                 self.build_info = build_cutlass_w4a16_sm90(**kw)  # cached build installs itself
         elif self.module == "full":
-            from oracle.kernels.jit.cutlass_w4a16_sm90 import _INSTALLED
+            from oracle.kernels.jit.cutlass_w4a16_sm90 import uninstall
 
-            original = _INSTALLED.get("original")
-            if original is not None:
-                from flashinfer.fused_moe import core
-
-                core.gen_cutlass_fused_moe_sm90_module = original
-                core.get_cutlass_fused_moe_module.cache_clear()
-                _INSTALLED.pop("name", None)
-
-    # ---- prepare
-    def prepare(self, weights: MoEWeights) -> PreparedCutlassW4A16:
-        weights = _check_weights(weights)
-        device = _cuda_device(self.backend, self.device if self.device is not None else (
-            weights.device if weights.device.type == "cuda" else None))
-        _check_arch(self.backend, device, self.archs)
-        try:
-            from flashinfer.fused_moe.prepare import (
-                interleave_moe_scales_for_sm90_mixed_gemm,
-                interleave_moe_weights_for_sm90_mixed_gemm,
-            )
-        except Exception as e:  # pragma: no cover - environment
-            raise KernelUnavailable(self.backend, "flashinfer-python importable", f"{type(e).__name__}: {e}",
-                                    "pip install flashinfer-python==0.7.2.post1") from e
-        self.ensure_module()
-
-        e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
-        hp, ip = round_up(h, self.alignment), round_up(i, self.alignment)
-        fc1, fc1_s, fc2, fc2_s, b1, b2 = cutlass_sm90_host_layout(weights.to(device), self.activation,
-                                                                  self.alignment, self._row_order)
-        with torch.cuda.device(device):
-            fc1_i = interleave_moe_weights_for_sm90_mixed_gemm(fc1, "fp4")
-            fc2_i = interleave_moe_weights_for_sm90_mixed_gemm(fc2, "fp4")
-            s1 = interleave_moe_scales_for_sm90_mixed_gemm(fc1_s)
-            s2 = interleave_moe_scales_for_sm90_mixed_gemm(fc2_s)
-        swiglu: dict[str, torch.Tensor] = {}
-        if self.activation.kind == "swiglu_oai":
-            def full(v: float) -> torch.Tensor:
-                return torch.full((e,), float(v), dtype=torch.float32, device=device)
-
-            swiglu = {"swiglu_alpha": full(self.activation.alpha), "swiglu_beta": full(1.0),
-                      "swiglu_limit": full(self.activation.limit)}
-        return PreparedCutlassW4A16(
-            device=device, num_experts=e, hidden_size=h, intermediate_size=i, hidden_pad=hp,
-            inter_pad=ip, fc1_weights=fc1_i, fc2_weights=fc2_i,
-            quant_scales=[s1.view(torch.int32), s2.view(torch.int32)], fc1_bias=b1, fc2_bias=b2,
-            swiglu=swiglu, activation=self.activation, max_num_tokens=self.max_num_tokens)
+            uninstall()
 
     # ---- run
     def check_run_inputs(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any,
                          out: Any = None) -> tuple[int, int]:
         """All checks ``run`` does before launching; returns (M, top_k).
 
-        One fused boolean test on the hot path (a few microseconds); only when it
-        fails are the checks repeated one by one to name the offending tensor.
+        Shapes, dtypes, devices, contiguity: one fused boolean test on the hot path
+        (a few microseconds); only when it fails are the checks repeated one by one
+        to name the offending tensor.  Then the value checks (``check_finite``,
+        ``check_expert_ids``; one device sync for both).
         """
         p, x, ids, w = prepared, hidden_states, topk_ids, topk_weights
+        mk = None
         try:
             if (type(p) is PreparedCutlassW4A16 and out is None
                     and x.dtype is torch.bfloat16 and x.dim() == 2 and ids.dim() == 2
@@ -366,10 +578,14 @@ class CutlassW4A16Sm90Adapter:
                     and w.shape == ids.shape and x.device == p.device and ids.device == p.device
                     and w.device == p.device and x.is_contiguous() and ids.is_contiguous()
                     and w.is_contiguous() and x.data_ptr() % 16 == 0):
-                return x.shape[0], ids.shape[1]
+                mk = x.shape[0], ids.shape[1]
         except (AttributeError, TypeError):
             pass
-        return self._check_run_inputs_slow(prepared, hidden_states, topk_ids, topk_weights, out)
+        if mk is None:
+            mk = self._check_run_inputs_slow(prepared, hidden_states, topk_ids, topk_weights, out)
+        if self.check_finite or self.check_expert_ids:
+            _check_values(x, ids, w, p.num_experts, finite=self.check_finite, expert_ids=self.check_expert_ids)
+        return mk
 
     def _check_run_inputs_slow(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any,
                                out: Any = None) -> tuple[int, int]:
@@ -443,14 +659,12 @@ class CutlassW4A16Sm90Adapter:
 
     def run(self, prepared: PreparedCutlassW4A16, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
             topk_weights: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
-        """MoE forward: returns [M, H] bf16 (a view of a padded buffer when H % 128 != 0).
+        """MoE forward: returns [M, H] bf16 (a view of a padded buffer when H is not aligned).
 
         ``hidden_states`` may be [M, H] (copied into a zero-padded buffer) or already
         [M, Hp] (used as is).  Not safe for concurrent use from several streams.
         """
         m, k = self.check_run_inputs(prepared, hidden_states, topk_ids, topk_weights, out)
-        if self.check_expert_ids:
-            _check_expert_ids(topk_ids, prepared.num_experts)
         h, hp = prepared.hidden_size, prepared.hidden_pad
         if m == 0:
             return out if out is not None else hidden_states.new_empty((0, h))
@@ -463,8 +677,6 @@ class CutlassW4A16Sm90Adapter:
         x = hidden_states if hidden_states.shape[1] == hp else self._padded_input(prepared, hidden_states, m)
         direct = out is not None and hp == h
         buf = out if direct else x.new_empty((m, hp))
-        if self.poison_output:
-            buf.fill_(float("nan"))
         self._fi_moe()(x, topk_ids, topk_weights, output=buf, workspace_buffer=ws, **kw)
         if direct:
             return buf
@@ -510,22 +722,7 @@ class CutlassW4A16Sm90Adapter:
         torch.cuda.synchronize(prepared.device)
 
 
-# --------------------------------------------------------------------------- SM100 adapters
-
-
-@dataclass
-class PreparedFlashInferView:
-    """A FlashInfer ``MoEWeightPack``-style view and the geometry ``run`` needs."""
-
-    backend: str
-    device: torch.device
-    num_experts: int
-    hidden_size: int
-    intermediate_size: int
-    hidden_pad: int
-    inter_pad: int
-    view: dict[str, torch.Tensor]
-    activation: ActivationSpec
+# --------------------------------------------------------------------------- SM100-family adapters
 
 
 def _dense_canonical(weights: MoEWeights, activation: ActivationSpec, hp: int, ip: int,
@@ -536,7 +733,7 @@ def _dense_canonical(weights: MoEWeights, activation: ActivationSpec, hp: int, i
     MXFP4 -> BF16 is exact and FlashInfer's MXFP4 quantizers re-derive the same
     per-block scales from it, so this costs no accuracy.
     """
-    e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
+    e = weights.num_experts
     w = weights.to(device)
     w13 = w.dense_w13(dtype=torch.bfloat16)
     gate, up = _split_gate_up(w13, activation)
@@ -560,30 +757,17 @@ def _flashinfer_swiglu(activation: ActivationSpec):
     return None  # FlashInfer's default plain SwiGLU
 
 
-class _Sm100Adapter:
-    """Common shape of the SM100-family adapters (validated here, runnable on SM100 only)."""
-
-    backend = ""
-    archs: tuple[int, ...] = ()
-    alignment = 128
-    hidden_alignment = 128
-    activation_kinds: tuple[str, ...] = ("swiglu_oai", "swiglu")
+class _Sm100Adapter(_RowAdapter):
+    """Common shape of the adapters that prepare through FlashInfer's SM100-family configs."""
 
     def __init__(self, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
-                 device: torch.device | str | None = None) -> None:
-        self.activation = _check_activation(self.backend, activation, self.activation_kinds)
-        self.device = device
-
-    def _device(self, weights: MoEWeights | None = None) -> torch.device:
-        want = self.device if self.device is not None else (
-            weights.device if weights is not None and weights.device.type == "cuda" else None)
-        dev = _cuda_device(self.backend, want)
-        _check_arch(self.backend, dev, self.archs)
-        return dev
+                 device: torch.device | str | None = None, check_finite: bool = True,
+                 check_expert_ids: bool = True) -> None:
+        self._init_row(activation, device, check_finite, check_expert_ids)
 
     def _geometry(self, weights: MoEWeights) -> tuple[int, int, int, int, int]:
         e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
-        return e, h, i, round_up(h, self.hidden_alignment), round_up(i, self.alignment)
+        return e, h, i, round_up(h, self.hidden_alignment), round_up(i, self.intermediate_alignment)
 
     def check_run_inputs(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any) -> tuple[int, int]:
         if not isinstance(prepared, PreparedFlashInferView) or prepared.backend != self.backend:
@@ -600,80 +784,86 @@ class _Sm100Adapter:
             raise KernelInputError("hidden_states", "contiguous (row-major)", f"strides {tuple(x.stride())}",
                                    "hidden_states.contiguous()")
         k = _check_routing(x, topk_ids, topk_weights, device=prepared.device, num_experts=prepared.num_experts)
+        if self.check_finite or self.check_expert_ids:
+            _check_values(x, topk_ids, topk_weights, prepared.num_experts, finite=self.check_finite,
+                          expert_ids=self.check_expert_ids)
         return x.shape[0], k
 
 
-class TrtllmMxfp4Adapter(_Sm100Adapter):
-    """FLASHINFER_TRTLLM_MXFP4_BF16 / _MXFP8: FlashInfer's TRT-LLM-gen MXFP4 MoE (SM100 family).
+def _prepare_trtllm_gen_shuffled(adapter: TrtllmMxfp4Adapter, weights: MoEWeights,
+                                 device: torch.device) -> PreparedFlashInferView:
+    """Layout ``trtllm_gen_shuffled``: ``TrtllmFp4Config.prepare_weights`` + permuted biases."""
+    from flashinfer.fused_moe.api import TrtllmFp4Config
+    from flashinfer.fused_moe.core import _maybe_get_cached_w3_w1_permute_indices, get_w2_permute_indices_with_cache
 
-    ``act="bf16"`` (W4A16) or ``"mxfp8"`` (activations quantized by
-    ``TrtllmFp4Config.prepare_activations``).  Weights go through FlashInfer's
-    ``TrtllmFp4Config.prepare_weights`` (gated-act row reorder, MMA shuffle,
-    scale interleave -- CUDA kernels, so the SM100 device is needed); the GEMM
-    biases are permuted with FlashInfer's own row-permutation helpers and passed
-    to the flat ``trtllm_fp4_block_scale_routed_moe`` (the unified runner drops
-    biases).  H is padded to 256 and I to 128 (TRT-LLM tile constraints).
-    Not runnable on the lent H100 (``TrtllmFp4Config.supported(90)`` is False);
-    this path is unverified on hardware (docs/kernels.md).
+    e, h, i, hp, ip = adapter._geometry(weights)
+    w1, w2, b1, b2 = _dense_canonical(weights, adapter.activation, hp, ip, device)
+    kwargs = dict(quant=adapter._quant(), num_local_experts=e, hidden_size=hp, intermediate_size=ip,
+                  device=device)
+    act = _flashinfer_swiglu(adapter.activation)
+    if act is not None:
+        kwargs["activation"] = act
+    view = dict(TrtllmFp4Config.prepare_weights(w1, w2, **kwargs))
+    cache: dict = {}
+    probe1 = torch.empty((2 * ip, hp // 2), dtype=torch.uint8, device=device)
+    probe2 = torch.empty((hp, ip // 2), dtype=torch.uint8, device=device)
+    if b1 is not None:
+        p1 = _maybe_get_cached_w3_w1_permute_indices(cache, probe1, 128, is_gated_act_gemm=True)
+        view["gemm1_bias"] = b1.to(device)[:, p1].float().contiguous()
+    if b2 is not None:
+        p2 = get_w2_permute_indices_with_cache(cache, probe2, 128, is_gated_act_gemm=True)
+        view["gemm2_bias"] = b2.to(device)[:, p2].float().contiguous()
+    return PreparedFlashInferView(adapter.backend, device, e, h, i, hp, ip, view, adapter.activation)
+
+
+class TrtllmMxfp4Adapter(_Sm100Adapter):
+    """FLASHINFER_TRTLLM_MXFP4_BF16 / _MXFP8: FlashInfer's TRT-LLM-gen MXFP4 MoE.
+
+    ``backend=`` one of :attr:`serves`, or ``act=`` the activation name of its row
+    (``"bf16"`` or ``"mxfp8"``; default ``"bf16"``).  Weights go through FlashInfer's
+    ``TrtllmFp4Config.prepare_weights`` (gated-act row reorder, MMA shuffle, scale
+    interleave -- CUDA kernels, so the device is needed); the GEMM biases are
+    permuted with FlashInfer's own row-permutation helpers and passed to the flat
+    ``trtllm_fp4_block_scale_routed_moe`` (the unified runner drops biases);
+    activations are quantized by ``TrtllmFp4Config.prepare_activations``.
+    Unverified on hardware (docs/kernels.md).
     """
 
-    archs = (100, 103, 107)
-    hidden_alignment = 256
+    serves = ("FLASHINFER_TRTLLM_MXFP4_BF16", "FLASHINFER_TRTLLM_MXFP4_MXFP8")
+    layouts = {"trtllm_gen_shuffled": _prepare_trtllm_gen_shuffled}
+    activation_formats = {None: "BF16", kMxfp8Dynamic: "MXFP8"}
 
-    def __init__(self, *, act: str = "bf16", activation: ActivationSpec = GPT_OSS_SWIGLU,
-                 device: torch.device | str | None = None) -> None:
-        if act not in ("bf16", "mxfp8"):
-            raise KernelInputError("act", "'bf16' or 'mxfp8'", repr(act))
-        self.act = act
-        self.backend = "FLASHINFER_TRTLLM_MXFP4_BF16" if act == "bf16" else "FLASHINFER_TRTLLM_MXFP4_MXFP8"
-        if act == "bf16":
-            self.activation_kinds = ("swiglu_oai",)  # matrix: TRT-LLM W4A16 runs the SwiGLU(-OAI) family only
-            self.archs = (100, 107)  # sm103 refuses MXFP4 x BF16 in FlashInfer 0.7.2 (matrix: known_bad)
-        super().__init__(activation=activation, device=device)
+    def __init__(self, *, act: str | None = None, backend: str | None = None,
+                 activation: ActivationSpec = GPT_OSS_SWIGLU, device: torch.device | str | None = None,
+                 check_finite: bool = True, check_expert_ids: bool = True) -> None:
+        by_act = {MATRIX.by_name[b].activation_name: b for b in self.serves if b in MATRIX.by_name}
+        if backend is None:
+            want = "bf16" if act is None else act
+            if want not in by_act:
+                raise KernelInputError("act", " or ".join(repr(a) for a in by_act), repr(act))
+            backend = by_act[want]
+        elif backend not in self.serves:
+            raise KernelInputError("backend", "one of " + ", ".join(self.serves), repr(backend))
+        elif act is not None and by_act.get(act) != backend:
+            raise KernelInputError("act", f"{MATRIX.by_name[backend].activation_name!r} for {backend}", repr(act))
+        self.backend = backend
+        super().__init__(activation=activation, device=device, check_finite=check_finite,
+                         check_expert_ids=check_expert_ids)
+        self.act = canonical_name(self.activation_key)
 
     def _quant(self):
         from flashinfer.fused_moe.api import QuantConfig, QuantFormat
 
-        act = QuantFormat.BF16 if self.act == "bf16" else QuantFormat.MXFP8
-        return QuantConfig(weight=QuantFormat.MXFP4, activation=act)
-
-    def prepare(self, weights: MoEWeights) -> PreparedFlashInferView:
-        weights = _check_weights(weights)
-        dev = self._device(weights)
-        from flashinfer.fused_moe.api import TrtllmFp4Config
-        from flashinfer.fused_moe.core import (_maybe_get_cached_w3_w1_permute_indices,
-                                               get_w2_permute_indices_with_cache)
-
-        e, h, i, hp, ip = self._geometry(weights)
-        w1, w2, b1, b2 = _dense_canonical(weights, self.activation, hp, ip, dev)
-        kwargs = dict(quant=self._quant(), num_local_experts=e, hidden_size=hp, intermediate_size=ip,
-                      device=dev)
-        act = _flashinfer_swiglu(self.activation)
-        if act is not None:
-            kwargs["activation"] = act
-        view = dict(TrtllmFp4Config.prepare_weights(w1, w2, **kwargs))
-        cache: dict = {}
-        probe1 = torch.empty((2 * ip, hp // 2), dtype=torch.uint8, device=dev)
-        probe2 = torch.empty((hp, ip // 2), dtype=torch.uint8, device=dev)
-        if b1 is not None:
-            p1 = _maybe_get_cached_w3_w1_permute_indices(cache, probe1, 128, is_gated_act_gemm=True)
-            view["gemm1_bias"] = b1.to(dev)[:, p1].float().contiguous()
-        if b2 is not None:
-            p2 = get_w2_permute_indices_with_cache(cache, probe2, 128, is_gated_act_gemm=True)
-            view["gemm2_bias"] = b2.to(dev)[:, p2].float().contiguous()
-        return PreparedFlashInferView(self.backend, dev, e, h, i, hp, ip, view, self.activation)
+        return QuantConfig(weight=QuantFormat.MXFP4, activation=self._quant_format())
 
     def run(self, prepared: PreparedFlashInferView, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
             topk_weights: torch.Tensor) -> torch.Tensor:
         m, k = self.check_run_inputs(prepared, hidden_states, topk_ids, topk_weights)
-        _check_arch(self.backend, prepared.device, self.archs)
+        self._check_device_arch(prepared.device)
         from flashinfer.fused_moe.api import TrtllmFp4Config
         from flashinfer.fused_moe.core import trtllm_fp4_block_scale_routed_moe
 
-        x = hidden_states
-        if x.shape[1] != prepared.hidden_pad:
-            x = torch.nn.functional.pad(x, (0, prepared.hidden_pad - prepared.hidden_size))
-        xq, xs = TrtllmFp4Config.prepare_activations(x, quant=self._quant())
+        xq, xs = TrtllmFp4Config.prepare_activations(prepared.padded_hidden(hidden_states), quant=self._quant())
         v = prepared.view
         out = trtllm_fp4_block_scale_routed_moe(
             (topk_ids, topk_weights), None, xq, xs,
@@ -687,54 +877,52 @@ class TrtllmMxfp4Adapter(_Sm100Adapter):
         return out[:, :prepared.hidden_size]
 
 
+def _prepare_cutlass_sm100_block_scaled(adapter: CutlassMxfp8Mxfp4Sm100Adapter, weights: MoEWeights,
+                                        device: torch.device) -> PreparedFlashInferView:
+    """Layout ``cutlass_sm100_block_scaled``: ``CutlassMxfp8Mxfp4Config.prepare_weights`` + biases."""
+    from flashinfer.fused_moe.api import CutlassMxfp8Mxfp4Config
+
+    e, h, i, hp, ip = adapter._geometry(weights)
+    w1, w2, b1, b2 = _dense_canonical(weights, adapter.activation, hp, ip, device)
+    kwargs = dict(num_local_experts=e, hidden_size=hp, intermediate_size=ip, device=device)
+    act = _flashinfer_swiglu(adapter.activation)
+    if act is not None:
+        kwargs["activation"] = act
+    view = dict(CutlassMxfp8Mxfp4Config.prepare_weights(w1, w2, **kwargs))
+    if b1 is not None:
+        view["fc1_expert_biases"] = b1.to(device, torch.bfloat16).contiguous()
+    if b2 is not None:
+        view["fc2_expert_biases"] = b2.to(device, torch.bfloat16).contiguous()
+    if adapter.activation.kind == "swiglu_oai":
+        for key, val in (("swiglu_alpha", adapter.activation.alpha), ("swiglu_beta", 1.0),
+                         ("swiglu_limit", adapter.activation.limit)):
+            view[key] = torch.full((e,), float(val), dtype=torch.float32, device=device)
+    return PreparedFlashInferView(adapter.backend, device, e, h, i, hp, ip, view, adapter.activation)
+
+
 class CutlassMxfp8Mxfp4Sm100Adapter(_Sm100Adapter):
     """FLASHINFER_CUTLASS_MXFP4_MXFP8: FlashInfer's CUTLASS MXFP8-activation x MXFP4-weight MoE.
 
-    FlashInfer 0.7.2 declares SM100/103/107/110/120/121 (``CutlassMxfp8Mxfp4Config``).
     Weights: ``CutlassMxfp8Mxfp4Config.prepare_weights`` (CUDA quantizers);
     activations: ``prepare_activations`` with the swizzled CUTLASS scale layout;
     launched through the flat ``cutlass_fused_moe`` (biases + SwiGLU-OAI scalars),
-    mirroring ``CutlassMxfp8Mxfp4Runner``'s argument packing.  H and I padded to 128.
-    Unverified on hardware (no SM100 lent; docs/kernels.md).
+    mirroring ``CutlassMxfp8Mxfp4Runner``'s argument packing.
+    Unverified on hardware (docs/kernels.md).
     """
 
     backend = "FLASHINFER_CUTLASS_MXFP4_MXFP8"
-    archs = (100, 103, 107, 110, 120, 121)
-
-    def prepare(self, weights: MoEWeights) -> PreparedFlashInferView:
-        weights = _check_weights(weights)
-        dev = self._device(weights)
-        from flashinfer.fused_moe.api import CutlassMxfp8Mxfp4Config
-
-        e, h, i, hp, ip = self._geometry(weights)
-        w1, w2, b1, b2 = _dense_canonical(weights, self.activation, hp, ip, dev)
-        kwargs = dict(num_local_experts=e, hidden_size=hp, intermediate_size=ip, device=dev)
-        act = _flashinfer_swiglu(self.activation)
-        if act is not None:
-            kwargs["activation"] = act
-        view = dict(CutlassMxfp8Mxfp4Config.prepare_weights(w1, w2, **kwargs))
-        if b1 is not None:
-            view["fc1_expert_biases"] = b1.to(dev, torch.bfloat16).contiguous()
-        if b2 is not None:
-            view["fc2_expert_biases"] = b2.to(dev, torch.bfloat16).contiguous()
-        if self.activation.kind == "swiglu_oai":
-            for key, val in (("swiglu_alpha", self.activation.alpha), ("swiglu_beta", 1.0),
-                             ("swiglu_limit", self.activation.limit)):
-                view[key] = torch.full((e,), float(val), dtype=torch.float32, device=dev)
-        return PreparedFlashInferView(self.backend, dev, e, h, i, hp, ip, view, self.activation)
+    layouts = {"cutlass_sm100_block_scaled": _prepare_cutlass_sm100_block_scaled}
+    activation_formats = {kMxfp8Dynamic: "MXFP8"}  # run() passes MXFP8 scaling flags
 
     def run(self, prepared: PreparedFlashInferView, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
             topk_weights: torch.Tensor) -> torch.Tensor:
         self.check_run_inputs(prepared, hidden_states, topk_ids, topk_weights)
-        _check_arch(self.backend, prepared.device, self.archs)
+        self._check_device_arch(prepared.device)
         from flashinfer.fused_moe import ActivationType, cutlass_fused_moe
         from flashinfer.fused_moe.api import CutlassMxfp8Mxfp4Config, QuantConfig, QuantFormat
 
-        x = hidden_states
-        if x.shape[1] != prepared.hidden_pad:
-            x = torch.nn.functional.pad(x, (0, prepared.hidden_pad - prepared.hidden_size))
-        quant = QuantConfig(QuantFormat.MXFP4, QuantFormat.MXFP8, swizzled_scale_factors=True)
-        xq, xs = CutlassMxfp8Mxfp4Config.prepare_activations(x, quant=quant)
+        quant = QuantConfig(QuantFormat.MXFP4, self._quant_format(), swizzled_scale_factors=True)
+        xq, xs = CutlassMxfp8Mxfp4Config.prepare_activations(prepared.padded_hidden(hidden_states), quant=quant)
         v = prepared.view
         out = cutlass_fused_moe(
             xq, topk_ids, topk_weights, v["fc1_expert_weights"].view(torch.int64),
@@ -751,10 +939,11 @@ class CutlassMxfp8Mxfp4Sm100Adapter(_Sm100Adapter):
 
 # --------------------------------------------------------------------------- registry
 
-ADAPTERS: dict[str, Any] = {
+#: Backend name (a matrix row) -> the factory of its adapter.
+ADAPTERS: dict[str, Callable[..., Any]] = {
     "FLASHINFER_CUTLASS_MXFP4_BF16": CutlassW4A16Sm90Adapter,
-    "FLASHINFER_TRTLLM_MXFP4_BF16": lambda **kw: TrtllmMxfp4Adapter(act="bf16", **kw),
-    "FLASHINFER_TRTLLM_MXFP4_MXFP8": lambda **kw: TrtllmMxfp4Adapter(act="mxfp8", **kw),
+    "FLASHINFER_TRTLLM_MXFP4_BF16": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_BF16"),
+    "FLASHINFER_TRTLLM_MXFP4_MXFP8": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_MXFP8"),
     "FLASHINFER_CUTLASS_MXFP4_MXFP8": CutlassMxfp8Mxfp4Sm100Adapter,
 }
 
@@ -768,4 +957,3 @@ def adapter_for(backend: str, **kwargs: Any):
 
         raise UnknownBackend(backend, sorted(ADAPTERS) + ["EMULATION"]) from None
     return factory(**kwargs)
-

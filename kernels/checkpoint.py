@@ -1,8 +1,10 @@
-"""MoE expert weights as stored in gpt-oss checkpoints, plus a minimal safetensors reader/writer.
+"""MoE expert weights as stored in gpt-oss checkpoints: tensor names, shards, the index.
 
 Why: the reference MoE and every kernel adapter start from the checkpoint-native
-MXFP4 tensors, and tests must build such checkpoints without downloads or a
-``safetensors`` dependency. Everything here is plain torch + the standard library.
+MXFP4 tensors, and tests must build such checkpoints without downloads. The
+files themselves are read and written by the ``safetensors`` package
+(:mod:`oracle.kernels.safetensors_io`: memory-mapped, validated by the package,
+failures mapped into ``ConfigError``); this module holds the gpt-oss layout only.
 
 gpt-oss layout, verified against public sources (code-search tool, 2026-11):
 
@@ -24,37 +26,37 @@ gpt-oss layout, verified against public sources (code-search tool, 2026-11):
   ``num_experts_per_tok``, ``hidden_size``, ``intermediate_size``,
   ``num_hidden_layers``, ``swiglu_alpha`` (1.702), ``swiglu_limit`` (7.0).
 
-safetensors format (public spec): 8-byte little-endian header length N, N bytes
-of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``
-(offsets relative to the byte buffer after the header), then raw little-endian
-tensor bytes.
+A model folder is untrusted input: every shard the index (or a ``*.safetensors``
+glob) names must resolve inside the folder (no ``..``, absolute paths or symlinks
+pointing out: :func:`oracle.files.resolve_inside`), only regular files are opened
+(a FIFO would block), and the index is read bounded (:func:`oracle.files.read_regular_file`)
+and parsed strictly (:func:`oracle.config.load_json`: duplicate keys, huge integers,
+bad JSON are a ``ConfigError``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
-import struct
-from collections.abc import Iterable, Mapping
+import re
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from oracle.errors import ConfigError, KernelInputError
+from oracle.files import read_regular_file, resolve_inside, user_path
 
 from .mxfp4 import MX_BLOCK, dequantize_mxfp4, quantize_mxfp4
 
 __all__ = [
     "MoEWeights",
-    "TensorInfo",
     "HF_TENSOR_NAMES",
     "ORIGINAL_TENSOR_NAMES",
-    "read_safetensors_header",
-    "load_safetensors",
-    "save_safetensors",
+    "checkpoint_tensor_files",
     "load_gpt_oss_layer",
     "random_gpt_oss_layer",
     "write_random_gpt_oss_checkpoint",
@@ -148,6 +150,30 @@ class MoEWeights:
                 _fail(name, f"on {self.device} like w13_blocks", t.device, "move all tensors with .to(device)")
         return self
 
+    def check_finite(self, experts: torch.Tensor | Iterable[int] | None = None) -> MoEWeights:
+        """Refuse values that make every routed row NaN: an E8M0 scale byte 255 (NaN in the
+        OCP spec) and a NaN/inf bias; in all experts, or only in ``experts``.
+
+        One device sync for the whole check; raises KernelInputError naming the tensor.
+        """
+        idx = None if experts is None else torch.as_tensor(
+            experts if isinstance(experts, torch.Tensor) else list(experts), dtype=torch.long, device=self.device)
+        named = [("w13_scales", self.w13_scales, True), ("w2_scales", self.w2_scales, True),
+                 ("w13_bias", self.w13_bias, False), ("w2_bias", self.w2_bias, False)]
+        named = [(n, t if idx is None else t.index_select(0, idx), s) for n, t, s in named if t is not None]
+        if not named or (idx is not None and idx.numel() == 0):
+            return self
+        flags = torch.stack([(t == 255).any() if scale else ~torch.isfinite(t).all()
+                             for _, t, scale in named]).tolist()
+        for (name, _, scale), bad in zip(named, flags):
+            if bad:
+                if scale:
+                    _fail(name, "E8M0 scale bytes other than 255 (255 is NaN in the OCP MX spec)",
+                          "a 255 byte", "fix the checkpoint, or pass check_finite=False to skip the check")
+                _fail(name, "finite (no NaN/inf)", "non-finite values",
+                      "fix the checkpoint, or pass check_finite=False to skip the check")
+        return self
+
     def dense_w13(self, experts: Iterable[int] | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Dequantized gate/up weights [E', 2I, H] (all experts, or those listed)."""
         idx = slice(None) if experts is None else torch.as_tensor(list(experts), dtype=torch.long)
@@ -173,133 +199,8 @@ class MoEWeights:
         return cls(b13, s13, w13_bias, b2, s2, w2_bias).validate()
 
 
-# --------------------------------------------------------------------------- safetensors
-
-_DTYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16,
-    "U16": torch.uint16, "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64,
-    "U64": torch.uint64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
-    "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-if hasattr(torch, "float8_e8m0fnu"):
-    _DTYPES["F8_E8M0"] = torch.float8_e8m0fnu
-_NAMES_BY_DTYPE = {v: k for k, v in _DTYPES.items()}
-_MAX_HEADER = 100 * 1024 * 1024  # same cap as the reference implementation's spec
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One header entry; ``start``/``end`` are absolute byte offsets in the file."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    start: int
-    end: int
-
-
 def _bad(path, constraint: str, got, fix: str | None = None):
     raise ConfigError(str(path), constraint, got, fix)
-
-
-def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Parse and check a safetensors header without reading tensor data: (tensors, metadata)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                _bad(path, "a safetensors file (8-byte header length first)", f"{size} bytes")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(_MAX_HEADER, size - 8):
-                _bad(path, f"a header length <= {min(_MAX_HEADER, size - 8)} bytes", n,
-                     "the file is truncated or not safetensors")
-            raw = f.read(n)
-    except OSError as exc:
-        _bad(path, "a readable safetensors file", f"{type(exc).__name__}: {exc.strerror or exc}")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        _bad(path, "a JSON header", f"unparsable header ({exc})")
-    if not isinstance(header, dict):
-        _bad(path, "a JSON object header", type(header).__name__)
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        _bad(f"{path}:__metadata__", "a string-to-string map", metadata)
-    data_start, data_len = 8 + n, size - 8 - n
-    infos: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        where = f"{path}:{name}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str) or entry["dtype"] not in _DTYPES:
-            _bad(where, "an entry with a known dtype (" + ", ".join(_DTYPES) + ")",
-                 entry.get("dtype") if isinstance(entry, dict) else entry)
-        shape, offs = entry.get("shape"), entry.get("data_offsets")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            _bad(where, "a shape of non-negative integers", shape)
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)
-                and 0 <= offs[0] <= offs[1] <= data_len):
-            _bad(where, f"data_offsets [begin, end] within the {data_len}-byte data section", offs,
-                 "the file is truncated or corrupt")
-        itemsize = torch.empty((), dtype=_DTYPES[entry["dtype"]]).element_size()
-        if offs[1] - offs[0] != math.prod(shape) * itemsize:
-            _bad(where, f"{math.prod(shape) * itemsize} data bytes for {entry['dtype']}{shape}",
-                 offs[1] - offs[0])
-        infos[name] = TensorInfo(entry["dtype"], tuple(shape), data_start + offs[0], data_start + offs[1])
-    return infos, dict(metadata)
-
-
-def load_safetensors(path: str | os.PathLike, names: Iterable[str] | None = None,
-                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Read all tensors, or only ``names`` (seeking past the rest), from one safetensors file."""
-    path = Path(path)
-    infos, _ = read_safetensors_header(path)
-    wanted = list(infos) if names is None else list(names)
-    out: dict[str, torch.Tensor] = {}
-    with open(path, "rb") as f:
-        for name in wanted:
-            info = infos.get(name)
-            if info is None:
-                _bad(f"{path}:{name}", "a tensor present in the file", "missing",
-                     f"one of {len(infos)} tensors, e.g. {sorted(infos)[:3]}")
-            f.seek(info.start)
-            buf = bytearray(f.read(info.end - info.start))
-            if len(buf) != info.end - info.start:
-                _bad(f"{path}:{name}", f"{info.end - info.start} data bytes", len(buf), "the file is truncated")
-            flat = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-            out[name] = flat.view(_DTYPES[info.dtype]).reshape(info.shape).to(device)
-    return out
-
-
-def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
-                     metadata: Mapping[str, str] | None = None) -> Path:
-    """Write tensors (any device, contiguous or not) to one safetensors file, atomically."""
-    path = Path(path)
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    payload: list[torch.Tensor] = []
-    offset = 0
-    for name, t in tensors.items():
-        if not isinstance(name, str) or name == "__metadata__":
-            _bad(f"{path}:{name}", "a string tensor name other than __metadata__", name)
-        if not isinstance(t, torch.Tensor) or t.dtype not in _NAMES_BY_DTYPE:
-            _bad(f"{path}:{name}", "a tensor of a safetensors dtype", getattr(t, "dtype", type(t).__name__))
-        raw = t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        header[name] = {"dtype": _NAMES_BY_DTYPE[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + raw.numel()]}
-        payload.append(raw)
-        offset += raw.numel()
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)  # keep the data section 8-byte aligned, as the spec's writer does
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for raw in payload:
-            if raw.numel():  # ctypes, not numpy: the package must not depend on numpy
-                f.write(ctypes.string_at(raw.data_ptr(), raw.numel()))
-    os.replace(tmp, path)
-    return path
 
 
 # --------------------------------------------------------------------------- gpt-oss loading
@@ -325,30 +226,71 @@ ORIGINAL_TENSOR_NAMES: dict[str, str] = {
 """The same tensors under openai/gpt-oss's own names (the ``original/`` folder)."""
 
 _INDEX = "model.safetensors.index.json"
+_INDEX_CAP = 64 * 1024 * 1024  # the published indexes are < 1 MB
+_HF_LAYER = re.compile(r"^model\.layers\.([0-9]{1,9})\.mlp\.experts\.gate_up_proj_blocks$")
 
 
-def _tensor_files(root: Path) -> tuple[dict[str, Path], Path]:
-    """Map every tensor name to its file; also return what to name in errors."""
-    if root.is_file():
-        return {n: root for n in read_safetensors_header(root)[0]}, root
-    if not root.is_dir():
-        _bad(root, "a safetensors file or a checkpoint folder", "no such file or folder")
+def _kind(path: Path) -> int | None:
+    """st_mode of ``path`` (symlinks followed), None when it does not exist."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        _bad(path, "a readable file or folder", type(exc).__name__, "check the path and permissions")
+
+
+def _read_index(root: Path, index: Path) -> dict[str, Path]:
+    """``weight_map`` of the index: tensor name -> shard path, every shard inside ``root``."""
+    raw = read_regular_file(index, _INDEX_CAP, str(index))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _bad(index, "UTF-8 JSON", f"invalid UTF-8 at byte {exc.start}", "re-download the index")
+    from oracle.config import load_json
+
+    doc = load_json(text, path=str(index))
+    weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        _bad(f"{index}:weight_map", "an object mapping tensor names to shard file names",
+             type(weight_map).__name__)
+    shards = {f: resolve_inside(root, f, f"{index}:weight_map") for f in set(weight_map.values())}
+    return {n: shards[f] for n, f in weight_map.items()}
+
+
+def checkpoint_tensor_files(path_or_dir: str | os.PathLike) -> tuple[dict[str, Path], Path]:
+    """Every tensor name of a checkpoint -> the file holding it, plus what to name in errors.
+
+    ``path_or_dir``: one safetensors file, or a folder with ``model.safetensors.index.json``
+    (its ``weight_map`` decides; other files are ignored) or with ``*.safetensors`` files
+    (a tensor in two of them is ambiguous and refused). Shards must resolve inside the folder.
+    """
+    from .safetensors_io import check_regular_file, tensor_names
+
+    root = user_path(os.fspath(path_or_dir) if isinstance(path_or_dir, os.PathLike) else path_or_dir,
+                     "checkpoint path")
+    mode = _kind(root)
+    if mode is not None and stat.S_ISREG(mode):
+        return {n: root for n in tensor_names(root)}, root
+    if mode is None or not stat.S_ISDIR(mode):
+        _bad(root, "a safetensors file or a checkpoint folder",
+             "no such file or folder" if mode is None else "not a regular file or folder")
     index = root / _INDEX
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text()).get("weight_map")
-        except (OSError, ValueError, AttributeError) as exc:
-            _bad(index, 'JSON with a "weight_map" object', f"{type(exc).__name__}: {exc}")
-        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-            _bad(f"{index}:weight_map", "an object mapping tensor names to shard file names",
-                 type(weight_map).__name__)
-        return {n: root / f for n, f in weight_map.items()}, index
+    if os.path.lexists(index):
+        resolve_inside(root, _INDEX, str(index))  # a symlinked index must not lead out either
+        return _read_index(root, index), index
     files = sorted(root.glob("*.safetensors"))
     if not files:
         _bad(root, "a folder with *.safetensors files", "none", "point at the model folder or one shard")
     mapping: dict[str, Path] = {}
     for f in files:
-        mapping.update({n: f for n in read_safetensors_header(f)[0]})
+        shard = resolve_inside(root, f.name, str(f))
+        check_regular_file(shard, str(f))
+        for n in tensor_names(shard):
+            if n in mapping:
+                _bad(f"{root}:{n}", "in one *.safetensors file of the folder", f"in {mapping[n].name} and {f.name}",
+                     f"point at one file, or add a {_INDEX}")
+            mapping[n] = shard
     return mapping, root
 
 
@@ -357,33 +299,40 @@ def load_gpt_oss_layer(path_or_dir: str | os.PathLike, layer: int,
     """Read one layer's MXFP4 experts from a gpt-oss safetensors file or (sharded) folder.
 
     Accepts the Hugging Face names and openai/gpt-oss's original names. Only
-    the six expert tensors are read. Missing or malformed tensors raise
-    ConfigError whose ``path`` is ``<file>:<tensor name>``.
+    the six expert tensors are read, memory-mapped (no copy on the CPU). Missing
+    or malformed tensors raise ConfigError whose ``path`` is ``<file>:<tensor name>``;
+    a malformed file, ``<file>`` (or ``<file>:<tensor>`` where the tensor is known).
     """
-    root = Path(path_or_dir)
+    from .safetensors_io import check_regular_file, load_tensors
+
     if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
         _bad("layer", "a non-negative integer", layer)
-    files, where = _tensor_files(root)
+    files, where = checkpoint_tensor_files(path_or_dir)
     names = next((s for s in (HF_TENSOR_NAMES, ORIGINAL_TENSOR_NAMES)
                   if s["w13_blocks"].format(layer=layer) in files), None)
     if names is None:
-        layers = sorted({int(n.split(".")[2]) for n in files
-                         if n.startswith("model.layers.") and n.endswith("gate_up_proj_blocks")})
+        layers = sorted({int(m.group(1)) for m in map(_HF_LAYER.match, files) if m})
         _bad(f"{where}:{HF_TENSOR_NAMES['w13_blocks'].format(layer=layer)}",
              "present (gpt-oss MXFP4 experts for this layer)", "missing",
              f"a layer in {layers[0]}..{layers[-1]}" if layers else "a gpt-oss MXFP4 checkpoint")
-    tensors: dict[str, torch.Tensor | None] = {}
+    by_file: dict[Path, list[str]] = {}
+    fields: dict[str, str] = {}
     for field, pattern in names.items():
         name = pattern.format(layer=layer)
         if name not in files:
             if field.endswith("_bias"):
-                tensors[field] = None
                 continue
             _bad(f"{where}:{name}", "present", "missing", "the checkpoint is incomplete")
-        if not files[name].is_file():
+        if _kind(files[name]) is None:
             _bad(f"{files[name]}:{name}", "an existing shard file", "missing file",
                  f"re-download the shard named in {where}")
-        tensors[field] = load_safetensors(files[name], [name], device)[name]
+        check_regular_file(files[name], f"{files[name]}:{name}")
+        by_file.setdefault(files[name], []).append(name)
+        fields[name] = field
+    tensors: dict[str, torch.Tensor | None] = {f: None for f in names}
+    for shard, wanted in by_file.items():
+        for name, t in load_tensors(shard, wanted, device).items():
+            tensors[fields[name]] = t
     weights = MoEWeights(**tensors)
     try:
         return weights.validate()
@@ -453,17 +402,19 @@ def write_random_gpt_oss_checkpoint(directory: str | os.PathLike, num_layers: in
         "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
             "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
     }
+    from .safetensors_io import save_tensors
+
     (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     names = list(tensors)
     if shards == 1:
-        save_safetensors(root / "model.safetensors", tensors, {"format": "pt"})
+        save_tensors(root / "model.safetensors", tensors, {"format": "pt"})
         return root
     per = math.ceil(len(names) / shards)
     weight_map: dict[str, str] = {}
     for k in range(shards):
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         part = {n: tensors[n] for n in names[k * per:(k + 1) * per]}
-        save_safetensors(root / fname, part, {"format": "pt"})
+        save_tensors(root / fname, part, {"format": "pt"})
         weight_map.update({n: fname for n in part})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     (root / _INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))

@@ -8,8 +8,18 @@
 
 ``EMULATION`` maps to the pure-torch reference (:mod:`oracle.kernels.reference`);
 FlashInfer backends map to the adapters in :mod:`oracle.kernels.adapters`.
-Checks that need no tensors (backend known, activation key, layer geometry vs
-weights, parallelism) happen here, before any preparation.
+Checks that need no tensors (backend known, the selection's activation key
+against the backend's matrix row, layer geometry and top_k vs weights,
+parallelism) happen here, before any preparation.
+
+Input checks, one policy for every backend (EMULATION included; docs/kernels.md):
+shapes, dtypes, devices are always checked before anything runs; values are checked
+by default -- NaN/inf hidden states or routing weights, an E8M0 scale byte 255 or a
+non-finite bias, and expert ids outside ``[0, E)`` are a KernelInputError naming the
+tensor. ``build_moe(..., check_finite=False)`` skips the value check and
+``check_expert_ids=False`` the id range check (each costs a pass over the input and,
+together, one device sync per call; leave them off inside CUDA graph capture).
+The reference always range-checks ids: it indexes with them.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from oracle.keys import (
     kMxfp8Dynamic,
     kMxfp8Static,
 )
+from oracle.matrix import MATRIX
 
 from .adapters import ADAPTERS, KernelUnavailable, adapter_for
 from .checkpoint import MoEWeights
@@ -34,14 +45,12 @@ from .reference import ActivationSpec, moe_reference
 
 __all__ = ["build_moe", "MoEModule", "ReferenceMoE", "activation_from_layer", "IMPLEMENTED_BACKENDS"]
 
-#: Backend -> the activation quantization its kernel consumes (None = bf16).
-_BACKEND_ACT: dict[str, str | None] = {
-    "FLASHINFER_CUTLASS_MXFP4_BF16": None,
-    "FLASHINFER_TRTLLM_MXFP4_BF16": None,
-    "FLASHINFER_TRTLLM_MXFP4_MXFP8": "mxfp8",
-    "FLASHINFER_CUTLASS_MXFP4_MXFP8": "mxfp8",
-}
 IMPLEMENTED_BACKENDS: tuple[str, ...] = tuple(sorted(ADAPTERS)) + ("EMULATION",)
+
+
+def _activation_key(key: Any) -> Any:
+    """Selection.activation with the strict-BF16 marker folded into None (both mean bf16)."""
+    return None if key is None or isinstance(key, Bf16Marker) else key
 
 
 def _act_quant(key: Any) -> str | None:
@@ -72,6 +81,11 @@ def activation_from_layer(layer: Any) -> ActivationSpec:
 def _check_layer(layer: Any, weights: MoEWeights) -> None:
     if layer is None:
         return
+    top_k = getattr(layer, "top_k", None)
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool)
+                              or not 1 <= top_k <= weights.num_experts):
+        raise KernelInputError("layer.top_k", f"an int in [1, {weights.num_experts}] (the checkpoint's "
+                               "num_experts)", repr(top_k), "the model's experts_per_token")
     for field, have in (("hidden_size", weights.hidden_size), ("intermediate_size", weights.intermediate_size),
                         ("num_experts", weights.num_experts)):
         want = getattr(layer, field, None)
@@ -122,33 +136,45 @@ class ReferenceMoE(torch.nn.Module):
     backend = "EMULATION"
 
     def __init__(self, weights: MoEWeights, activation: ActivationSpec, act_quant: str | None = None,
-                 top_k: int | None = None) -> None:
+                 top_k: int | None = None, *, check_finite: bool = True) -> None:
         super().__init__()
+        _check_flag("check_finite", check_finite)
         self.weights = weights
         self.activation = activation
         self.act_quant = act_quant
         self.top_k = top_k
+        self.check_finite = check_finite
 
     def forward(self, hidden_states: torch.Tensor, topk_ids: torch.Tensor,
                 topk_weights: torch.Tensor) -> torch.Tensor:
         _check_top_k(self.top_k, topk_ids)
         return moe_reference(hidden_states, self.weights, topk_ids, topk_weights,
-                             activation=self.activation, act_quant=self.act_quant)
+                             activation=self.activation, act_quant=self.act_quant,
+                             check_finite=self.check_finite)
 
     def extra_repr(self) -> str:
         return f"backend=EMULATION, act_quant={self.act_quant}"
 
 
-def build_moe(selection: Any, checkpoint_weights: MoEWeights, layer: Any = None, **adapter_kwargs: Any):
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise KernelInputError(name, "True or False", repr(value)[:40])
+
+
+def build_moe(selection: Any, checkpoint_weights: MoEWeights, layer: Any = None, *, check_finite: bool = True,
+              check_expert_ids: bool = True, **adapter_kwargs: Any):
     """The module that runs ``selection.backend`` on ``checkpoint_weights`` for ``layer``.
 
     ``selection``: an :class:`oracle.selection.Selection` (anything with ``.backend``
     and ``.activation``).  ``checkpoint_weights``: checkpoint-native
     :class:`MoEWeights`.  ``layer``: :class:`oracle.request.LayerSpec` or None
     (activation function, SwiGLU constants, bias, top-k, geometry are checked
-    against the weights).  Extra keyword arguments go to the adapter
-    (``device``, ``max_num_tokens``, ``module``...).
+    against the weights).  ``check_finite`` / ``check_expert_ids``: the value
+    checks of the module docstring (on by default).  Extra keyword arguments go to
+    the adapter (``device``, ``max_num_tokens``, ``module``...).
     """
+    _check_flag("check_finite", check_finite)
+    _check_flag("check_expert_ids", check_expert_ids)
     backend = getattr(selection, "backend", None)
     if not isinstance(backend, str):
         raise KernelInputError("selection", "an oracle Selection (with .backend and .activation)",
@@ -159,20 +185,23 @@ def build_moe(selection: Any, checkpoint_weights: MoEWeights, layer: Any = None,
     checkpoint_weights.validate()
     _check_layer(layer, checkpoint_weights)
     activation = activation_from_layer(layer)
-    act_quant = _act_quant(getattr(selection, "activation", None))
     top_k = getattr(layer, "top_k", None) if layer is not None else None
+    selected = getattr(selection, "activation", None)
 
     if backend == "EMULATION":
-        return ReferenceMoE(checkpoint_weights, activation, act_quant, top_k)
-    if backend not in _BACKEND_ACT:
+        if check_finite:  # every expert, as the adapters' prepare does
+            checkpoint_weights.check_finite()
+        return ReferenceMoE(checkpoint_weights, activation, _act_quant(selected), top_k, check_finite=check_finite)
+    if backend not in ADAPTERS:
         raise KernelUnavailable(backend, "one of the backends with a kernel adapter here: "
                                 + ", ".join(IMPLEMENTED_BACKENDS), "no adapter",
                                 "pin one of those with --moe-backend, or use EMULATION")
-    want = _BACKEND_ACT[backend]
-    if act_quant != want:
-        raise ConfigError("selection.activation", f"{want or 'bf16'} for {backend}",
-                          canonical_name(getattr(selection, "activation", None)),
+    row = MATRIX.by_name[backend]
+    if _activation_key(selected) != row.activation:
+        raise ConfigError("selection.activation", f"{row.activation_name} for {backend} (its matrix row)",
+                          canonical_name(selected),
                           "re-run the selection; the backend and the activation must come from the same row")
-    adapter = adapter_for(backend, activation=activation, **adapter_kwargs)
+    adapter = adapter_for(backend, activation=activation, check_finite=check_finite,
+                          check_expert_ids=check_expert_ids, **adapter_kwargs)
     prepared = adapter.prepare(checkpoint_weights)
     return MoEModule(backend, adapter, prepared, top_k)

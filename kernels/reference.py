@@ -19,6 +19,15 @@ The gpt-oss SwiGLU (verified in openai/gpt-oss ``gpt_oss/torch/model.py``
 the fused projection; gate = min(gate, limit); up = clamp(up, -limit, limit);
 out = (up + 1) * gate * sigmoid(alpha * gate), alpha = 1.702, limit = 7.0; the
 down-projection bias is added before the routing weight is applied.
+
+Input checks (the policy of every path in :mod:`oracle.kernels`, see docs/kernels.md):
+shapes, dtypes and devices are always checked; values are checked by default and
+rejected with a :class:`~oracle.errors.KernelInputError` naming the tensor --
+NaN/inf in ``hidden`` or ``topk_weights``, an E8M0 scale byte 255 (NaN) or a
+non-finite bias in a routed expert. ``check_finite=False`` skips the value check
+(the result of non-finite input is then unspecified: NaN rows, or an error from an
+activation quantizer). Expert ids are always range-checked here: the reference
+indexes with them.
 """
 
 from __future__ import annotations
@@ -109,7 +118,37 @@ SILU_SWIGLU = ActivationSpec("swiglu")
 # --------------------------------------------------------------------------- input checks
 
 
-def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activation, act_quant, act_scales) -> None:
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _scale_ok(s) -> bool:
+    """None, a positive finite number, or a one-element floating tensor (checked when used)."""
+    if s is None:
+        return True
+    if isinstance(s, torch.Tensor):
+        return s.numel() == 1 and s.is_floating_point()
+    if isinstance(s, bool) or not isinstance(s, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(s)) and s > 0
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _check_act_scales(act_scales, act_quant) -> None:
+    if act_scales is None:
+        return
+    ok = isinstance(act_scales, (tuple, list)) and len(act_scales) == 2 and all(map(_scale_ok, act_scales))
+    if not ok:
+        raise KernelInputError("act_scales", "a (gemm1, gemm2) pair, each a positive finite number or None",
+                               repr(act_scales)[:80], "act_scales=(0.01, None), or drop it")
+    if act_quant != "fp8_per_tensor":
+        raise ConfigError("act_scales", "a (gemm1, gemm2) pair, only with act_quant='fp8_per_tensor'",
+                          act_scales, "drop act_scales, or set act_quant='fp8_per_tensor'")
+
+
+def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activation, act_quant, act_scales,
+                  check_finite=True) -> None:
     if not isinstance(weights, MoEWeights):
         raise KernelInputError("weights", "a MoEWeights", type(weights).__name__)
     weights.validate()
@@ -117,6 +156,9 @@ def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activatio
     if not isinstance(hidden, torch.Tensor) or hidden.dim() != 2 or not hidden.is_floating_point():
         raise KernelInputError("hidden", "a floating-point [M, H] tensor",
                                getattr(hidden, "shape", type(hidden).__name__))
+    if hidden.dtype not in _FLOAT_DTYPES:
+        raise KernelInputError("hidden", "float16, bfloat16, float32 or float64 (the result has its dtype)",
+                               hidden.dtype, "hidden.to(torch.bfloat16)")
     if hidden.shape[1] != h:
         raise KernelInputError("hidden", f"[M, {h}] (the weights' hidden size)", tuple(hidden.shape))
     m = hidden.shape[0]
@@ -124,13 +166,17 @@ def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activatio
             or topk_ids.is_floating_point() or topk_ids.is_complex() or topk_ids.dtype == torch.bool):
         raise KernelInputError("topk_ids", f"an integer [M={m}, k] tensor",
                                (getattr(topk_ids, "dtype", None), tuple(getattr(topk_ids, "shape", ()))))
+    if not 1 <= topk_ids.shape[1] <= e:
+        raise KernelInputError("topk_ids", f"top_k in [1, {e}] (the weights' num_experts)", topk_ids.shape[1],
+                               "route every token to at least one expert")
     if topk_ids.numel() and not bool(((topk_ids >= 0) & (topk_ids < e)).all()):
         raise KernelInputError("topk_ids", f"expert ids in [0, {e})",
                                f"[{int(topk_ids.min())}, {int(topk_ids.max())}]",
                                "map global ids to this layer's local experts first")
     if (not isinstance(topk_weights, torch.Tensor) or tuple(topk_weights.shape) != tuple(topk_ids.shape)
-            or not topk_weights.is_floating_point()):
-        raise KernelInputError("topk_weights", f"a floating-point tensor of shape {tuple(topk_ids.shape)}",
+            or topk_weights.dtype not in _FLOAT_DTYPES):
+        raise KernelInputError("topk_weights", f"a float16/bfloat16/float32/float64 tensor of shape "
+                               f"{tuple(topk_ids.shape)}",
                                (getattr(topk_weights, "dtype", None), tuple(getattr(topk_weights, "shape", ()))))
     for name, t in (("hidden", hidden), ("topk_ids", topk_ids), ("topk_weights", topk_weights)):
         if t.device != weights.device:
@@ -140,9 +186,16 @@ def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activatio
     if act_quant not in ACT_QUANT_CHOICES:
         raise ConfigError("act_quant", "one of None, 'mxfp8', 'fp8_per_tensor'", repr(act_quant),
                           choices=("mxfp8", "fp8_per_tensor"))
-    if act_scales is not None and (act_quant != "fp8_per_tensor" or len(act_scales) != 2):
-        raise ConfigError("act_scales", "a (gemm1, gemm2) pair, only with act_quant='fp8_per_tensor'",
-                          act_scales, "drop act_scales, or set act_quant='fp8_per_tensor'")
+    _check_act_scales(act_scales, act_quant)
+    if not isinstance(check_finite, bool):
+        raise KernelInputError("check_finite", "True or False", repr(check_finite)[:40])
+    if check_finite:
+        flags = torch.stack([torch.isfinite(hidden).all(), torch.isfinite(topk_weights).all()]).tolist()
+        for name, ok in zip(("hidden", "topk_weights"), flags):
+            if not ok:
+                raise KernelInputError(name, "finite (no NaN/inf)", "non-finite values",
+                                       "fix the upstream computation, or pass check_finite=False to skip the check")
+        weights.check_finite(torch.unique(topk_ids))
 
 
 def _quant(x: torch.Tensor, act_quant: str | None, scale) -> torch.Tensor:
@@ -170,7 +223,8 @@ def _full_fp32_matmul() -> Iterator[None]:
 def moe_reference(hidden: torch.Tensor, weights: MoEWeights, topk_ids: torch.Tensor,
                   topk_weights: torch.Tensor, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
                   act_quant: str | None = None,
-                  act_scales: tuple[float | None, float | None] | None = None) -> torch.Tensor:
+                  act_scales: tuple[float | None, float | None] | None = None,
+                  check_finite: bool = True) -> torch.Tensor:
     """out[m] = sum_j topk_weights[m, j] * expert_{topk_ids[m, j]}(hidden[m]); returns [M, H] in hidden.dtype.
 
     expert_e(x) = W2_e · act(W13_e · q(x) + b13_e) quantized by q, + b2_e, in float32.
@@ -180,8 +234,9 @@ def moe_reference(hidden: torch.Tensor, weights: MoEWeights, topk_ids: torch.Ten
     no ``act_scales``) means dynamic: amax/448 over the whole GEMM input (all
     tokens for GEMM1, all routed (token, expert) rows for GEMM2).
     A token routed twice to the same expert gets that expert's output twice.
+    ``check_finite``: see the module docstring (values are checked by default).
     """
-    _check_inputs(hidden, weights, topk_ids, topk_weights, activation, act_quant, act_scales)
+    _check_inputs(hidden, weights, topk_ids, topk_weights, activation, act_quant, act_scales, check_finite)
     s1, s2 = act_scales if act_scales is not None else (None, None)
     m, h = hidden.shape
     out = torch.zeros(m, h, dtype=torch.float32, device=hidden.device)
@@ -222,13 +277,14 @@ def _naive_act(activation: ActivationSpec, gate: float, up: float) -> float:
 def moe_reference_naive_f64(hidden: torch.Tensor, weights: MoEWeights, topk_ids: torch.Tensor,
                             topk_weights: torch.Tensor, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
                             act_quant: str | None = None,
-                            act_scales: tuple[float | None, float | None] | None = None) -> torch.Tensor:
+                            act_scales: tuple[float | None, float | None] | None = None,
+                            check_finite: bool = True) -> torch.Tensor:
     """Deliberately simple float64 per-(token, slot) loop with scalar activations; for tests only.
 
     Same contract as :func:`moe_reference` but returns float64 on the CPU. It
     shares only the (separately tested) format helpers with the fast path.
     """
-    _check_inputs(hidden, weights, topk_ids, topk_weights, activation, act_quant, act_scales)
+    _check_inputs(hidden, weights, topk_ids, topk_weights, activation, act_quant, act_scales, check_finite)
     s1, s2 = act_scales if act_scales is not None else (None, None)
     cpu = weights.to("cpu")
     w13 = cpu.dense_w13(dtype=torch.float64)

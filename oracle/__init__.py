@@ -3,17 +3,37 @@
 The decision code here is pure (values in, values out) and imports neither torch
 nor FlashInfer.  The machine probe (``oracle.probe``) and the kernels
 (``oracle.kernels``) are separate and imported only on demand.
+
+Entry points:
+
+* ``select(request)`` / ``explain(request)`` -- the pure decision for a
+  :class:`SelectionRequest`, and every candidate's verdict.
+* ``select_for_model(model, device=None, moe_backend="auto", quantization=None,
+  quantization_config=None, environment=None, allow_activation_fallback=False)`` --
+  what a loader calls at model init: reads the model's ``config.json`` (a folder, a
+  file, a bundled name or a Hugging Face id of a bundled model such as
+  ``openai/gpt-oss-20b``), probes the device and libraries it is not given, and
+  returns a ``ModelSelection`` (``.selection``, ``.describe()``, ``.to_dict()``).
+  Imported on first use (from ``oracle.model``).
+* ``select_for_group(request_or_model, ...)`` -- one decision for every rank of a
+  ``torch.distributed`` group.  Imported on first use (from ``oracle.group``).
+* ``QuantSpec``, ``QuantizationConfigArgs``, ``resolve_quantization_config`` --
+  ``quantization_config`` parsing (from ``oracle.config``, on first use).
+
+Every failure is an :class:`OracleError` (a ``ValueError``) with structured fields.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from oracle.errors import (ActivationConflict, ConfigError, KernelInputError, MatrixError,
-                           NoEligibleBackend, OracleError, UnknownBackend, UnknownQuantKey)
-from oracle.keys import BF16, QUANT_KEY_NAMES, GroupShape, QuantKey, ScaleDesc
-from oracle.reasons import Reason
-from oracle.request import Device, Environment, LayerSpec, SelectionRequest
+from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, GroupError,
+                           KernelInputError, MatrixError, NoEligibleBackend, OracleError,
+                           UnknownBackend, UnknownQuantKey)
+from oracle.gates import Reason
+from oracle.keys import BF16, QUANT_KEY_NAMES, UNSET, GroupShape, QuantKey, ScaleDesc
+from oracle.platforms import Device
+from oracle.request import Environment, LayerSpec, SelectionRequest
 from oracle.selection import Rejection, Selection, Verdict
 from oracle.selector import explain, select
 
@@ -25,7 +45,8 @@ __all__ = [
     "Device", "Environment", "LayerSpec", "QuantKey", "ScaleDesc", "GroupShape", "BF16",
     "QUANT_KEY_NAMES", "QuantSpec", "QuantizationConfigArgs", "resolve_quantization_config",
     "OracleError", "ConfigError", "UnknownQuantKey", "UnknownBackend", "ActivationConflict",
-    "NoEligibleBackend", "MatrixError", "KernelInputError",
+    "NoEligibleBackend", "MatrixError", "KernelInputError", "GroupError", "GroupDivergence",
+    "UNSET",
 ]
 
 _LAZY = {
@@ -33,8 +54,15 @@ _LAZY = {
     "QuantSpec": "oracle.config",
     "QuantizationConfigArgs": "oracle.config",
     "resolve_quantization_config": "oracle.config",
-    "select_for_group": "oracle.probe",
+    "select_for_group": "oracle.group",
 }
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazy exports, so ``dir(oracle)`` and ``help(oracle)``
+    list ``select_for_model`` / ``select_for_group`` (``help`` imports them; ``dir`` and
+    ``import oracle`` do not)."""
+    return sorted({*globals(), *_LAZY})
 
 
 def __getattr__(name: str) -> Any:

@@ -4,8 +4,19 @@ Flags follow vLLM: ``--moe-backend`` (case-insensitive, '-' for '_'),
 ``--quantization``, ``--quantization-config JSON`` and the dotted form
 ``--quantization-config.moe.activation mxfp8`` (dashes or underscores), where
 ``null`` clears a field, later flags win and a repeated key is warned about.
-Exit codes: 0 success, 2 any OracleError (also bad flags).  ``--json`` prints the
-contract JSON on stdout in both cases.
+Exit codes: 0 success, 2 any failure (an OracleError, also bad flags and stale docs).
+``--json`` prints the contract JSON on stdout in both cases.
+
+Answering for another machine: ``--device`` takes an arch (``sm100``, ``gfx950``) or a
+GPU name (``B200``, ``H100-SXM``, ``MI355X``); ``cuda`` / ``cuda:N`` mean this machine.
+For this machine's own device the installed libraries are probed; for any other
+device the libraries of a deployment are assumed -- every kernel library, or the set an
+engine release ships (``--target vllm-0.33``, data in ``oracle/engines.toml``) -- and one
+``note:`` line on stderr says so and how to change it (``--libraries``).  Names are
+case-insensitive throughout the CLI (``--libraries ALL``, ``--quantization MXFP4``,
+``--quantization-config.moe.activation MXFP8``); the Python API keeps vLLM's
+case-sensitive quant-key names.  A fallback to the last-resort reference kernel or to
+another activation is always said in one ``warning:`` line on stderr.
 """
 
 from __future__ import annotations
@@ -13,13 +24,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from oracle.errors import ConfigError, OracleError
+from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBackend, escape
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
@@ -43,9 +55,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="gpt-oss-20b",
-                   help="model folder, config.json, or bundled name (gpt-oss-20b, gpt-oss-120b)")
+                   help="model folder, config.json, or bundled name (gpt-oss-20b, gpt-oss-120b, "
+                        "openai/gpt-oss-20b, openai/gpt-oss-120b)")
     p.add_argument("--device", default=None,
-                   help="sm90, sm100, 9.0, gfx950, xpu, cpu (default: this machine)")
+                   help="sm90, sm100, 9.0, gfx950, xpu, cpu, a GPU name (H100, B200, RTX 5090, "
+                        "MI300X), or cuda / cuda:N for this machine (default: this machine)")
     p.add_argument("--moe-backend", "--moe_backend", dest="moe_backend", default="auto",
                    help="auto, a vendor name (flashinfer_trtllm, ...) or a variant name")
     p.add_argument("--quantization", "-q", default=None,
@@ -56,7 +70,11 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
                    help="JSON, e.g. '{\"moe\": {\"activation\": \"mxfp8\"}}'; dotted flags "
                         "like --quantization-config.moe.activation mxfp8 are equivalent")
     p.add_argument("--libraries", default=None,
-                   help="all | none | NAME[=VER],... (default: what is installed)")
+                   help="all | none | installed | NAME[=VER],... (default: what is installed "
+                        "for this machine's device, every library for another device)")
+    p.add_argument("--target", default=None,
+                   help="assume the kernel libraries an engine release ships, e.g. vllm-0.33 "
+                        "(instead of --libraries)")
     p.add_argument("--allow-activation-fallback", action="store_true",
                    help="with an activation override, allow a BF16 variant if none matches")
     p.add_argument("--json", action="store_true", help="print the contract JSON")
@@ -98,11 +116,8 @@ def _parse_value(text: str) -> Any:
     if text == "null":
         return None
     if text.startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise ConfigError("quantization_config", "valid JSON", repr(text)[:80],
-                              "quote the JSON object") from None
+        from oracle.config import load_json
+        return load_json(text, "quantization_config")
     return text
 
 
@@ -152,10 +167,10 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
         else:
             rest.append(tok)
         i += 1
-    opts, extras = build_parser().parse_known_args(rest)
+    parser = build_parser()
+    opts, extras = parser.parse_known_args(rest)
     if extras:
-        raise ConfigError("argv", "known mxfp4-oracle arguments", repr(extras)[:120],
-                          f"mxfp4-oracle {opts.command or ''} --help".replace("  ", " "))
+        raise _unknown_arguments(parser, opts.command, extras)
     for name, value in vars(opts).items():  # argparse yields [] for e.g. --device=--
         if name == "quantization_config" and isinstance(value, list):
             bad = [v for v in value if not isinstance(v, str)]
@@ -181,7 +196,8 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                 config = {}
                 continue
             if not isinstance(value, dict):
-                raise ConfigError("quantization_config", "a JSON object", repr(raw)[:80],
+                raise ConfigError("quantization_config", "a JSON object",
+                                  f"{repr(raw)[:80]} from --quantization-config",
                                   '{"moe": {"activation": "mxfp8"}}')
             for key, val in value.items():
                 if key in config and isinstance(config[key], dict) and isinstance(val, dict):
@@ -196,72 +212,306 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                                   repr(path), "moe.activation")
             _set_path(config, parts, _parse_value(raw), f"--quantization-config.{path}", seen,
                       warnings)
+    _normalize_names(opts, config)
     return CliArgs(opts.command, opts, config, warnings)
 
 
-# ----------------------------------------------------------------------------- commands
+def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    """The long option strings of ``command`` (of the top-level parser for None)."""
+    target = parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            target = action.choices[command]
+    return [o for a in target._actions for o in a.option_strings if o.startswith("--")]
 
-def _environment(text: str | None):
+
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str | None,
+                       extras: list[str]) -> ConfigError:
+    """Unrecognised arguments, with the closest real flag for a mistyped one."""
+    from oracle.suggest import ranked
+    help_hint = f"mxfp4-oracle {command or ''} --help".replace("  ", " ")
+    flags = _flags_of(parser, command)
+    for tok in extras:
+        if tok.startswith("-") and tok.strip("-"):
+            typed = tok.partition("=")[0]
+            found = ranked(typed.lstrip("-"), [f[2:] for f in flags], limit=1)
+            if found:
+                return ConfigError("argv", "known mxfp4-oracle arguments",
+                                   f"unknown flag {typed!r} in {repr(extras)[:100]}",
+                                   f"--{found[0]} (the closest flag; see {help_hint})")
+            break
+    return ConfigError("argv", "known mxfp4-oracle arguments", repr(extras)[:120], help_hint)
+
+
+def _lower_if_known(value: Any, known: Any) -> Any:
+    """``value`` in lower case where only that spelling is a known name (``MXFP8`` ->
+    ``mxfp8``); anything else unchanged (``kMxfp4Static`` stays, errors stay errors)."""
+    if isinstance(value, str) and value not in known and value.strip().lower() in known:
+        return value.strip().lower()
+    return value
+
+
+def _normalize_names(opts: argparse.Namespace, config: dict[str, Any] | None) -> None:
+    """The CLI reads names case-insensitively, like --moe-backend and --device:
+    --libraries ALL, --quantization MXFP4 and quant-key names in --quantization-config
+    behave like their lower-case spellings.  (The Python API keeps vLLM's case-sensitive
+    quant-key names and suggests the lower-case one.)"""
+    if getattr(opts, "libraries", None) is not None:
+        opts.libraries = opts.libraries.lower()
+    if getattr(opts, "quantization", None) is not None:
+        from oracle.config import SHORTHANDS
+        opts.quantization = _lower_if_known(opts.quantization, SHORTHANDS)
+    if config:
+        from oracle.config import SHORTHANDS
+        from oracle.keys import QUANT_KEY_NAMES
+        for slot in ("linear", "moe"):
+            value = config.get(slot)
+            if isinstance(value, str):
+                config[slot] = _lower_if_known(value, {*SHORTHANDS, *QUANT_KEY_NAMES})
+            elif isinstance(value, dict):
+                for name in ("weight", "activation"):
+                    if name in value:
+                        value[name] = _lower_if_known(value[name], QUANT_KEY_NAMES)
+
+
+# ----------------------------------------------------------------------------- where
+
+WIDTH = 100  # explain (and every wrapped text line) fits this many columns
+_THIS_MACHINE = re.compile(r"^cuda(?::([0-9]{1,3}))?$", re.ASCII)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """The device and libraries to answer for (``None`` = let oracle.model probe)."""
+
+    device: Any
+    environment: Any
+    note: str | None = None
+
+
+def _this_machine(index: int | None = None):
+    """This machine's device (oracle.probe), for the "is it this machine?" question."""
+    from oracle import probe
+    try:
+        return probe.detect_device() if index is None else probe.detect_device(index)
+    except OracleError:
+        raise
+    except Exception as exc:  # e.g. torch: invalid device ordinal
+        raise ConfigError("--device", "a device of this machine",
+                          "this machine's device" if index is None else f"cuda:{index}",
+                          f"an existing device index ({type(exc).__name__}: {str(exc)[:60]})"
+                          ) from None
+
+
+def _cuda_of_this_machine(text: str):
+    """``cuda`` / ``cuda:N``: this machine's (probed) GPU; None for any other text."""
+    m = _THIS_MACHINE.match(text.strip().lower())
+    if m is None:
+        return None
+    probed = _this_machine(int(m.group(1)) if m.group(1) else None)
+    if probed.platform not in ("cuda", "rocm"):
+        raise ConfigError("--device", f"a CUDA or ROCm device on this machine when it is {text!r}",
+                          f"this machine: {probed.name}",
+                          "name the device to answer for, e.g. --device sm90 or H100")
+    return probed
+
+
+def _target_environment(name: str, platform: str):
+    """``--target NAME`` on ``platform`` -> (Environment, the libraries as text)."""
+    from oracle.platforms import LIBRARIES
     from oracle.request import Environment
-    return Environment.detect() if text is None else Environment.parse(text)
+    from oracle.suggest import closest, engine_table
+    targets = engine_table().get("target", {})
+    key = name.strip().lower()
+    if key not in targets:
+        s = closest(key, list(targets))
+        raise ConfigError("--target", "a known engine release", repr(name),
+                          f"'{s}'" if s else ", ".join(targets) or "no targets defined",
+                          tuple(targets))
+    libs = targets[key]["libraries"].get(platform)
+    if libs is None:
+        raise ConfigError("--target", f"a release that ships for {platform}", repr(name),
+                          "--libraries NAME,... to describe the machine")
+    unknown = [lib for lib in libs if lib not in LIBRARIES]
+    if unknown:  # a data bug, caught by the tests
+        raise ConfigError(f"oracle/engines.toml:target.{key}.libraries.{platform}",
+                          "library names from oracle.platforms.LIBRARIES", repr(unknown),
+                          "fix the data file")
+    return Environment({lib: None for lib in libs}), ",".join(libs)
 
 
-def _device(text: str | None):
-    from oracle.request import Device
-    return Device.detect() if text is None else Device.parse(text)
+def _place(o: argparse.Namespace) -> _Place:
+    """``--device`` / ``--libraries`` / ``--target`` -> what to pass to oracle.model.
 
+    This machine's own device (no --device, ``cuda``, ``cuda:N``, or the arch the probe
+    reports) keeps the probed libraries; another device gets a deployment's libraries,
+    said in one note line.
+    """
+    from oracle.platforms import Device
+    from oracle.request import Environment
+    if o.libraries is not None and o.target is not None:
+        raise ConfigError("--target", "given without --libraries (both describe the libraries)",
+                          f"--libraries {o.libraries} --target {o.target}",
+                          "keep one of them")
+    device = probed = None
+    if o.device is not None:
+        probed = _cuda_of_this_machine(o.device)
+        device = probed if probed is not None else Device.parse(o.device)
+    if o.libraries is not None:
+        env = None if o.libraries.strip() == "installed" else Environment.parse(o.libraries)
+        return _Place(device, env)
+    if o.target is not None:
+        platform = (device or probed or _this_machine()).platform
+        env, libs = _target_environment(o.target, platform)
+        return _Place(device, env, f"note: --target {o.target.strip().lower()} on {platform}: "
+                                   f"assuming libraries {libs}; change with --libraries")
+    if device is None:
+        return _Place(None, None)
+    if probed is None:
+        try:
+            probed = _this_machine()
+        except OracleError:  # this machine cannot say what it is: it is not `device`
+            probed = None
+    if device == probed:
+        return _Place(device, None)
+    from oracle.suggest import engine_table
+    targets = " | ".join(engine_table().get("target", {}))
+    here = probed.name if probed is not None else "unknown"
+    return _Place(device, Environment.assume_all(),
+                  f"note: {device.name} is not this machine ({here}): assuming every kernel "
+                  "library is installed; change with --libraries NAME[=VER],... | installed"
+                  + (f", or --target {targets}" if targets else ""))
+
+
+# ----------------------------------------------------------------------------- commands
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
     from tabulate import tabulate
     return tabulate(rows, headers=headers, tablefmt="simple")
 
 
+def _columns(rows: list[list[str]], headers: list[str]) -> list[str]:
+    """A plain text table with two-space gutters and no extra padding (the first column
+    right-aligned): as narrow as its content, unlike tabulate's padded headers."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].rjust(widths[0])
+        return "  ".join([first, *(c.ljust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
+
+    return [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+
+
+def _wrap(text: str, indent: str = "", subsequent: str | None = None) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, WIDTH, initial_indent=indent,
+                         subsequent_indent=indent + "  " if subsequent is None else subsequent,
+                         break_on_hyphens=False) or [indent]
+
+
+def _fallback_warning(sel: Any) -> str | None:
+    """One line when the winner is a last-resort row (the torch reference) or an
+    activation fallback (a weight-only or quantized-activation stand-in), else None."""
+    from oracle.matrix import MATRIX
+    row = MATRIX.by_name.get(sel.backend)
+    parts = []
+    if row is not None and row.last_resort:
+        parts.append(f"fallback to the last-resort reference path {sel.backend} (correct, slow): "
+                     f"no real MXFP4 MoE kernel is eligible on {sel.request.device.name}")
+    if sel.activation_fallback:
+        note = next((n for n in sel.notes if n.startswith("activation fallback")), None)
+        parts.append(note or f"activation fallback to {sel.backend}")
+    if not parts:
+        return None
+    return "warning: " + "; ".join(parts) + " (see `mxfp4-oracle explain`)"
+
+
+def _request_args(args: CliArgs) -> tuple[dict[str, Any], _Place]:
+    o = args.options
+    place = _place(o)
+    if place.note:
+        sys.stderr.write(place.note + "\n")
+    return dict(device=place.device, moe_backend=o.moe_backend, quantization=o.quantization,
+                quantization_config=args.quantization_config, environment=place.environment,
+                allow_activation_fallback=o.allow_activation_fallback), place
+
+
 def _cmd_select(args: CliArgs, out: Any) -> int:
     from oracle.model import select_for_model
     o = args.options
-    ms = select_for_model(o.model, device=_device(o.device), moe_backend=o.moe_backend,
-                          quantization=o.quantization, quantization_config=args.quantization_config,
-                          environment=_environment(o.libraries),
-                          allow_activation_fallback=o.allow_activation_fallback)
+    kwargs, _ = _request_args(args)
+    ms = select_for_model(o.model, **kwargs)
+    warning = _fallback_warning(ms.selection)
+    if warning:
+        sys.stderr.write(warning + "\n")
     if o.json:
         out.write(json.dumps(ms.to_dict(), indent=2) + "\n")
         return 0
-    sel = ms.selection
-    out.write(f"model {ms.model}: {len(ms.unquantized_modules)} module patterns stay unquantized\n")
-    out.write(sel.describe() + "\n")
+    out.write(ms.describe() + "\n")
     return 0
+
+
+def _explain_text(label: str, request: Any, verdicts: list[Any]) -> str:
+    lines = _wrap(f"model {label}, device {request.device.name}, moe_backend "
+                  f"{request.moe_backend}, libraries {request.environment.describe()}")
+    lines += _columns([[str(v.position), v.backend, v.activation, v.verdict,
+                        v.reason.value if v.reason else ""] for v in verdicts],
+                      ["#", "backend", "activation", "verdict", "reason"])
+    details = [v for v in verdicts if v.detail or v.status != "supported"]
+    if details:
+        lines.append("details:")
+        for v in details:
+            status = "" if v.status == "supported" else f" [{v.status}]"
+            text = f"{v.position:>2}. {v.backend}{status}" + (f": {v.detail}" if v.detail else "")
+            lines += _wrap(text, "  ", "      ")
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_explain(args: CliArgs, out: Any) -> int:
     from oracle.model import build_request
-    from oracle.selector import explain
+    from oracle.selector import explain, select
     o = args.options
-    request, label, _, _ = build_request(
-        o.model, device=_device(o.device), moe_backend=o.moe_backend,
-        quantization=o.quantization, quantization_config=args.quantization_config,
-        environment=_environment(o.libraries),
-        allow_activation_fallback=o.allow_activation_fallback)
+    kwargs, _ = _request_args(args)
+    request, label, _, _ = build_request(o.model, **kwargs)
     verdicts = explain(request)
+    report: dict[str, Any] = {"request": request.to_dict(),
+                              "candidates": [v.to_dict() for v in verdicts]}
+    try:
+        warning = _fallback_warning(select(request))
+        failure = None
+    except NoEligibleBackend as exc:
+        warning = None
+        failure = ("error: NoEligibleBackend: every candidate was rejected (see the table); "
+                   f"try: {escape(exc.fix)}")
+        report.update(_error_dict(exc, []))  # the error contract too: error, message, ...
+    if warning:
+        sys.stderr.write(warning + "\n")
     if o.json:
-        out.write(json.dumps({"request": request.to_dict(),
-                              "candidates": [v.to_dict() for v in verdicts]}, indent=2) + "\n")
+        out.write(json.dumps(report, indent=2) + "\n")
     else:
-        out.write(f"model {label}, device {request.device.name}, moe_backend "
-                  f"{request.moe_backend}, libraries {request.environment.describe()}\n")
-        out.write(_table([[v.position, v.backend, v.activation, v.status, v.verdict,
-                           v.reason.value if v.reason else "", v.detail] for v in verdicts],
-                         ["#", "backend", "activation", "status", "verdict", "reason", "detail"])
-                  + "\n")
-    return 0 if any(v.verdict == "selected" for v in verdicts) else 2
+        out.write(_explain_text(label, request, verdicts))
+        if failure:
+            sys.stderr.write(failure + "\n")
+    return 0 if failure is None else 2
+
+
+def _archs_text(row: Any) -> str:
+    """The row's archs, each with its own status where it is not the row's."""
+    parts = []
+    for arch in row.sorted_archs():
+        st = row.status_on(arch).status
+        parts.append(arch if st == row.status else f"{arch}({st})")
+    return " ".join(parts)
 
 
 def _cmd_matrix(args: CliArgs, out: Any) -> int:
     from oracle.matrix import MATRIX
     o = args.options
     rows = list(MATRIX.rows)
+    arch = None
     if o.device is not None:
-        from oracle.request import Device
-        arch = Device.parse(o.device).name
+        from oracle.platforms import Device
+        arch = (_cuda_of_this_machine(o.device) or Device.parse(o.device)).name
         rows = [r for r in rows if arch in r.archs]
     rows.sort(key=lambda r: r.rank)
     if o.json:
@@ -270,13 +520,17 @@ def _cmd_matrix(args: CliArgs, out: Any) -> int:
             "activation": r.activation_name, "archs": r.sorted_archs(),
             "libraries": list(r.libraries), "status": r.status, "rank": r.rank, "auto": r.auto,
             "layout": r.layout, "arch_status": {a: s.status for a, s in r.arch_status},
+            **({"status_on_device": r.status_on(arch).status} if arch else {}),
         } for r in rows], indent=2) + "\n")
         return 0
-    out.write(f"matrix {MATRIX.version}: {len(rows)} rows\n")
-    out.write(_table([[r.rank, r.name, r.activation_name, ",".join(r.libraries), r.status,
-                       "yes" if r.auto else "no", " ".join(r.sorted_archs())] for r in rows],
+    where = f" covering {arch} (status on {arch})" if arch else ""
+    out.write(f"matrix {MATRIX.version}: {len(rows)} rows{where}; an arch shown as "
+              "arch(status) differs from the row's status\n")
+    lines = _columns([[str(r.rank), r.name, r.activation_name, ",".join(r.libraries),
+                       r.status_on(arch).status if arch else r.status,
+                       "yes" if r.auto else "no", _archs_text(r)] for r in rows],
                      ["rank", "backend", "activation", "libraries", "status", "auto", "archs"])
-              + "\n")
+    out.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -308,20 +562,127 @@ _HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "matrix": _cmd_matr
              "keys": _cmd_keys, "docs": _cmd_docs}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+# ----------------------------------------------------------------------------- errors
+
+_SUGGESTIONS = 5
+
+
+def _device_arch(argv: list[str]) -> str | None:
+    """The arch --device names, if it names one (for arch-aware suggestions); no probe."""
+    from oracle.platforms import Device
+    for i, tok in enumerate(argv):
+        flag, eq, value = tok.partition("=")
+        if flag == "--device":
+            text = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            try:
+                return Device.parse(text).name
+            except OracleError:
+                return None
+    return None
+
+
+def _backend_suggestions(exc: UnknownBackend, argv: list[str]) -> list[tuple[str, str]]:
+    from oracle.matrix import MATRIX
+    from oracle.suggest import backend_suggestions
+    return backend_suggestions(exc.name, exc.choices or MATRIX.backend_names(),
+                               families=MATRIX.names, arch=_device_arch(argv),
+                               limit=_SUGGESTIONS)
+
+
+def _unknown_backend_text(exc: UnknownBackend, argv: list[str]) -> str:
+    lines = _wrap(f"error: UnknownBackend: moe_backend {escape(repr(exc.name))} is not a backend "
+                  "name (names are case-insensitive, '-' may stand for '_')", "", "  ")
+    found = _backend_suggestions(exc, argv)
+    if found:
+        lines.append("  closest:")
+        for name, why in found:
+            lines += _wrap(f"--moe-backend {name}" + (f"  ({why})" if why else ""), "    ",
+                           "        ")
+    lines += _wrap("every name: `mxfp4-oracle matrix` lists the variants, docs/support-matrix.md "
+                   "the `--moe-backend` names; or leave it at auto", "  ", "    ")
+    return "\n".join(lines) + "\n"
+
+
+def _pin_alias_notes(exc: NoEligibleBackend) -> list[str]:
+    """For a failed pin whose name another engine uses differently: what it means there."""
+    from oracle.suggest import backend_aliases, normalize
+    if not exc.pinned:
+        return []
+    return [f"note: {exc.pinned!r} is also a {a.engine} name, for another kernel: {a.why}; "
+            "for that one, try --moe-backend " + " | ".join(t for t, _ in a.targets())
+            for a in backend_aliases().get(normalize(exc.pinned), ())]
+
+
+def _error_dict(exc: OracleError, argv: list[str]) -> dict[str, Any]:
+    out = exc.to_dict()
+    if isinstance(exc, NoEligibleBackend):
+        out["alternatives"] = list(exc.alternatives)
+        out["working_archs"] = list(exc.working_archs)
+        out["pinned"] = exc.pinned
+    elif isinstance(exc, UnknownBackend):
+        out["suggestions"] = [{"name": n, "why": w} for n, w in _backend_suggestions(exc, argv)]
+        out["choices"] = list(exc.choices)
+    return out
+
+
+def _error_text(exc: OracleError, argv: list[str]) -> str:
+    if isinstance(exc, UnknownBackend):
+        return _unknown_backend_text(exc, argv)
+    text = f"error: {type(exc).__name__}: {exc}\n"
+    if isinstance(exc, NoEligibleBackend):
+        text += "".join(n + "\n" for n in _pin_alias_notes(exc))
+    return text
+
+
+def _tolerant_streams() -> None:
+    """stdout/stderr that cannot encode a character (``PYTHONIOENCODING=ascii``,
+    ``LC_ALL=C``) print it escaped instead of raising UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a detached or closed stream
+                pass
+
+
+def _run(argv: list[str]) -> int:
     want_json = "--json" in argv
     try:
         args = parse_argv(argv)
         for w in args.warnings:
-            sys.stderr.write(f"warning: {w}\n")
+            sys.stderr.write(f"warning: {escape(w)}\n")
         return _HANDLERS[args.command](args, sys.stdout)
     except OracleError as exc:
         if want_json:
-            sys.stdout.write(json.dumps(exc.to_dict(), indent=2) + "\n")
+            sys.stdout.write(json.dumps(_error_dict(exc, argv), indent=2) + "\n")
         else:
-            sys.stderr.write(f"error: {type(exc).__name__}: {exc}\n")
+            sys.stderr.write(_error_text(exc, argv))
         return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 success, 2 any failure (bad flags, no eligible backend, stale docs).
+
+    A reader that closes the pipe early (``mxfp4-oracle select | head -1``) ends the
+    command quietly with status 0: the request itself did not fail.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_streams()
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python would report the broken pipe again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(devnull)
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

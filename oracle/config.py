@@ -22,28 +22,48 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from oracle.errors import ConfigError
-from oracle.keys import (BF16, QUANT_KEY_NAMES, Bf16Marker, QuantKey, canonical_name,
+from oracle.keys import (BF16, QUANT_KEY_NAMES, UNSET, Bf16Marker, QuantKey, Unset,
                          kFp8Static128BlockSym, kFp8StaticChannelSym, kFp8StaticTensorSym,
                          kInt8StaticChannelSym, kMxfp4Static, kMxfp8Dynamic, kNvfp4Static,
-                         parse_quant_key, suggest)
-from oracle.request import UNSET, _Unset
+                         canonical_name, parse_quant_key, suggest)
 
 __all__ = ["QuantSpec", "QuantizationConfigArgs", "SHORTHANDS", "resolve_quantization_config",
-           "parse_spec_value"]
+           "parse_spec_value", "load_json"]
 
-Slot = QuantKey | Bf16Marker | None | _Unset
+Slot = QuantKey | Bf16Marker | None | Unset
 _SLOTS: Final = ("linear", "moe")
 _FIELDS: Final = ("weight", "activation")
+
+
+def _key_or_error(value: Any, path: str, *, activation: bool) -> QuantKey | Bf16Marker | None:
+    if value is None:
+        return None
+    if isinstance(value, (QuantKey, Bf16Marker)):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(path, "a quant key name (string) or null", repr(value),
+                          "one of " + ", ".join(QUANT_KEY_NAMES), tuple(QUANT_KEY_NAMES))
+    if activation and value == "bf16":
+        return BF16
+    return parse_quant_key(value, path=path)  # unknown names: UnknownQuantKey naming ``path``
 
 
 @dataclass(frozen=True, slots=True)
 class QuantSpec:
     """How one kind of layer is quantized.  ``UNSET`` = not specified (inherit/default);
     ``None`` = explicitly unquantized; for ``activation``, :data:`BF16` is the strict
-    "keep activations in BF16" request."""
+    "keep activations in BF16" request.  Key names are accepted and stored as keys,
+    exactly as the JSON path parses them (``QuantSpec(weight="mxfp8")``)."""
 
-    weight: QuantKey | None | _Unset = UNSET
+    weight: QuantKey | None | Unset = UNSET
     activation: Slot = UNSET
+
+    def __post_init__(self) -> None:
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if value is not UNSET:
+                key = _key_or_error(value, f"QuantSpec.{name}", activation=name == "activation")
+                object.__setattr__(self, name, None if name == "weight" and key is BF16 else key)
 
     def to_dict(self) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
@@ -59,12 +79,27 @@ class QuantizationConfigArgs:
     """``linear`` / ``moe`` specs (``UNSET`` = not configured, ``None`` = unquantized)
     and ``ignore``: module names kept unquantized (exact, ``re:`` regex or glob)."""
 
-    linear: QuantSpec | None | _Unset = UNSET
-    moe: QuantSpec | None | _Unset = UNSET
+    linear: QuantSpec | None | Unset = UNSET
+    moe: QuantSpec | None | Unset = UNSET
     ignore: tuple[str, ...] = ()
     _compiled: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Coerce like the dict/JSON path (and vLLM's pydantic model): a shorthand or key
+        # name for a slot, one module name for ``ignore``; anything else is an error.
+        for slot in _SLOTS:
+            value = getattr(self, slot)
+            if value is not UNSET and not isinstance(value, QuantSpec):
+                object.__setattr__(self, slot, parse_spec_value(value, slot))
+        ignore = self.ignore
+        if isinstance(ignore, str):
+            ignore = (ignore,)
+        elif isinstance(ignore, list):
+            ignore = tuple(ignore)
+        elif not isinstance(ignore, tuple):
+            raise ConfigError("ignore", "a list of module names/patterns", repr(ignore)[:80],
+                              '["lm_head", "re:.*router.*"]')
+        object.__setattr__(self, "ignore", ignore)
         compiled = []
         for i, pattern in enumerate(self.ignore):
             if not isinstance(pattern, str) or not pattern:
@@ -90,7 +125,7 @@ class QuantizationConfigArgs:
         return False
 
     @property
-    def moe_weight(self) -> QuantKey | None | _Unset:
+    def moe_weight(self) -> QuantKey | None | Unset:
         return self.moe.weight if isinstance(self.moe, QuantSpec) else (
             None if self.moe is None else UNSET)
 
@@ -124,19 +159,6 @@ SHORTHANDS: Final[dict[str, dict[str, QuantSpec | None]]] = {
     "int8_per_channel_weight_only": {"linear": None, "moe": QuantSpec(kInt8StaticChannelSym)},
     "nvfp4_per_token": {"linear": None, "moe": QuantSpec(kNvfp4Static)},
 }
-
-
-def _key_or_error(value: Any, path: str, *, activation: bool) -> QuantKey | Bf16Marker | None:
-    if value is None:
-        return None
-    if isinstance(value, (QuantKey, Bf16Marker)):
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(path, "a quant key name (string) or null", repr(value),
-                          "one of " + ", ".join(QUANT_KEY_NAMES), tuple(QUANT_KEY_NAMES))
-    if activation and value == "bf16":
-        return BF16
-    return parse_quant_key(value, path=path)  # unknown names: UnknownQuantKey naming ``path``
 
 
 def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
@@ -175,13 +197,40 @@ def _reject_unknown(value: Mapping[Any, Any], allowed: tuple[str, ...], prefix: 
                               f"'{s}'" if s else " or ".join(allowed), allowed)
 
 
-def _load_json(text: str) -> Any:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def load_json(text: str, path: str = "quantization_config") -> Any:
+    """JSON text → value, every failure a ConfigError naming ``path`` and saying where:
+    a syntax error (line and column), a key given twice (JSON parsers silently keep
+    the last one), nesting too deep, or an integer too long for Python to convert."""
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError("quantization_config", "a JSON object", repr(text)[:80],
-                          f"fix the JSON ({exc})" if isinstance(exc, json.JSONDecodeError)
-                          else "a shallower JSON object") from None
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "valid JSON", repr(text[max(0, exc.pos - 20):exc.pos + 20]),
+                          f"fix the JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                          ) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}.{exc.key}", "given once in a JSON object",
+                          f"{exc.key!r} twice", "remove the duplicate key") from None
+    except RecursionError:
+        raise ConfigError(path, "a JSON value nested at most a few hundred levels deep",
+                          "deeper nesting", "a shallower JSON object") from None
+    except ValueError as exc:  # e.g. an integer beyond the int-string conversion limit
+        raise ConfigError(path, "JSON with numbers Python can read", str(exc)[:80],
+                          "shorten the number") from None
 
 
 def _from_value(value: Any) -> QuantizationConfigArgs:
@@ -190,7 +239,7 @@ def _from_value(value: Any) -> QuantizationConfigArgs:
     if isinstance(value, QuantizationConfigArgs):
         return value
     if isinstance(value, str):
-        value = _load_json(value)
+        value = load_json(value)
         if value is None:
             return QuantizationConfigArgs()
     if not isinstance(value, Mapping):
@@ -214,19 +263,15 @@ def _from_value(value: Any) -> QuantizationConfigArgs:
     return QuantizationConfigArgs(**kwargs)
 
 
-def _merge_spec(base: QuantSpec | None | _Unset, over: QuantSpec | None | _Unset,
-                explicit: Mapping[str, Any] | None) -> QuantSpec | None | _Unset:
+def _merge_spec(base: QuantSpec | None | Unset,
+                over: QuantSpec | None | Unset) -> QuantSpec | None | Unset:
     if over is UNSET:
         return base
     if over is None or not isinstance(base, QuantSpec):
         return over
-    # Field by field: only the fields the user actually wrote override the shorthand.
-    changes = {}
-    for name in _FIELDS:
-        value = getattr(over, name)
-        written = explicit is not None and name in explicit
-        if written or value is not UNSET:
-            changes[name] = value
+    # Field by field: only the fields the user actually wrote (set, possibly to
+    # null) override the shorthand; a field left out is UNSET and keeps it.
+    changes = {name: getattr(over, name) for name in _FIELDS if getattr(over, name) is not UNSET}
     return replace(base, **changes)
 
 
@@ -245,12 +290,9 @@ def resolve_quantization_config(quantization: str | None = None,
         slots = SHORTHANDS[quantization]
         base = QuantizationConfigArgs(linear=slots.get("linear", UNSET),
                                       moe=slots.get("moe", UNSET))
-    raw = _load_json(quantization_config) if isinstance(quantization_config, str) \
+    raw = load_json(quantization_config) if isinstance(quantization_config, str) \
         else quantization_config
     over = _from_value(raw)
-    explicit = raw if isinstance(raw, Mapping) else {}
-    linear = _merge_spec(base.linear, over.linear,
-                         explicit.get("linear") if isinstance(explicit.get("linear"), Mapping) else None)
-    moe = _merge_spec(base.moe, over.moe,
-                      explicit.get("moe") if isinstance(explicit.get("moe"), Mapping) else None)
+    linear = _merge_spec(base.linear, over.linear)
+    moe = _merge_spec(base.moe, over.moe)
     return QuantizationConfigArgs(linear=linear, moe=moe, ignore=over.ignore or base.ignore)

@@ -16,19 +16,25 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from oracle.errors import NoEligibleBackend
-from oracle.keys import QuantKey, canonical_name, constant_name, kFp8StaticTensorSym, \
-    kMxfp4Dynamic, kMxfp8Dynamic
+from oracle.errors import ConfigError, NoEligibleBackend
+from oracle.files import read_regular_file, user_path
+from oracle.gates import GATE_ORDER, Reason
+from oracle.keys import QuantKey, canonical_name, kFp8StaticTensorSym, kMxfp4Dynamic, \
+    kMxfp8Dynamic
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row
-from oracle.reasons import GATE_ORDER, Reason
-from oracle.request import Device, Environment, SelectionRequest
+from oracle.model import layer_from_config, load_model_config
+from oracle.platforms import GPU_NAMES, Device, arch_platform
+from oracle.request import Environment, LayerSpec, SelectionRequest
 from oracle.selector import select
 
 __all__ = ["render_support_matrix", "write_support_matrix", "check_support_matrix", "main_docs",
-           "default_docs_path", "AUTO_REQUESTS", "DOCS_RELPATH"]
+           "default_docs_path", "AUTO_REQUESTS", "DOCS_RELPATH", "DOCS_MODEL", "MAX_LINE",
+           "docs_layer", "docs_request", "gpu_names_by_arch", "package_docs_path"]
 
 #: Where the generated page lives, relative to the repository root.
 DOCS_RELPATH = Path("docs") / "support-matrix.md"
+#: ``[project] name`` in the checkout's pyproject.toml.
+PROJECT_NAME = "mxfp4-oracle"
 
 #: The activation requests the "What auto picks" tables answer, in display order:
 #: (label, activation override).  ``None`` = no override (BF16 preferred).
@@ -45,6 +51,19 @@ _MAX_DIFF_LINES = 40
 
 # ------------------------------------------------------------------ helpers
 
+#: Longest line the page may have (tests/test_docs.py checks it).
+MAX_LINE = 160
+
+#: The layer the per-arch "what auto picks" tables answer for: the bundled model's.
+DOCS_MODEL = "gpt-oss-20b"
+
+#: The overview's two tables: (heading, platforms).
+_OVERVIEW_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("NVIDIA GPUs (CUDA)", ("cuda",)),
+    ("AMD GPUs (ROCm), Intel XPU and CPU", ("rocm", "xpu", "cpu")),
+)
+
+
 def _cell(text: object) -> str:
     """One Markdown table cell: no newlines, pipes escaped."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -60,6 +79,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
     return [line(head), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, body)]
+
+
+def _para(text: str, first: str = "", rest: str = "") -> list[str]:
+    """A paragraph (or list item, footnote) wrapped to :data:`MAX_LINE` columns."""
+    import textwrap
+    return textwrap.wrap(" ".join(text.split()), MAX_LINE, initial_indent=first,
+                         subsequent_indent=rest, break_long_words=False,
+                         break_on_hyphens=False) or [first.rstrip()]
 
 
 def _sentence(text: str) -> str:
@@ -79,15 +106,14 @@ def _rows_by_weight(matrix: Matrix) -> dict[QuantKey, list[Row]]:
     return groups
 
 
-def _library(row: Row) -> str:
+def _libraries(row: Row) -> str:
     minimum = dict(row.min_versions)
-    libs = [lib + (f" ≥ {'.'.join(map(str, minimum[lib]))}" if lib in minimum else "")
-            for lib in row.libraries]
-    return f"{_code(row.family)} / {' + '.join(libs) if libs else '—'}"
+    libs = [lib + (f" ≥ {minimum[lib]}" if lib in minimum else "") for lib in row.libraries]
+    return " + ".join(libs) if libs else "—"
 
 
 def _status(row: Row) -> str:
-    return row.status if row.auto else f"{row.status} (pin only)"
+    return row.status if row.auto else f"{row.status}, pin only"
 
 
 class _Footnotes:
@@ -101,38 +127,76 @@ class _Footnotes:
         return f"[^{number}]"
 
     def lines(self) -> list[str]:
-        return [f"[^{n}]: {_cell(text)}" for text, n in self._numbers.items()]
+        out: list[str] = []
+        for text, n in self._numbers.items():
+            out += _para(text, f"[^{n}]: ", "    ")
+        return out
 
 
-def _arch_cell(row: Row, arch: str, notes: _Footnotes) -> str:
+def _arch_exception(row: Row, arch: str) -> str | None:
+    """The footnote text for a per-arch exception of ``row`` on ``arch`` (known bad, or
+    an explicit per-arch status with its reason), else None."""
     if arch not in row.archs:
-        return ""
+        return None
     st = row.status_on(arch)
-    mark = _MARK[st.status]
     explicit = any(a == arch for a, _ in row.arch_status)
     if st.status == "known_bad" or (explicit and st.reason):
         reason = st.reason or row.note or "known bad"
         text = f"{row.name} on {arch}: {st.status.replace('_', ' ')}: {reason}"
-        if st.link:
-            text += f" ({st.link})"
-        return mark + notes.ref(text)
-    return mark
+        return text + (f" ({st.link})" if st.link else "")
+    return None
+
+
+def _mark(row: Row, arch: str) -> str:
+    return _MARK[row.status_on(arch).status] if arch in row.archs else ""
+
+
+def gpu_names_by_arch() -> dict[str, list[str]]:
+    """arch -> the GPU names (:data:`oracle.platforms.GPU_NAMES`) that resolve to it."""
+    out: dict[str, list[str]] = {}
+    for name, arch in GPU_NAMES.items():
+        out.setdefault(arch, []).append(name)
+    return out
+
+
+def docs_layer() -> LayerSpec:
+    """The MoE layer of :data:`DOCS_MODEL` (the bundled gpt-oss config)."""
+    label, cfg = load_model_config(DOCS_MODEL)
+    return layer_from_config(cfg, label)
 
 
 # ------------------------------------------------------------------ "what auto picks"
 
-def _auto_pick(matrix: Matrix, weight: QuantKey, arch: str,
-               activation: QuantKey | None) -> tuple[str, str, str]:
-    """(winner, runner-up, remark) exactly as :func:`oracle.select` answers."""
-    request = SelectionRequest(weight=weight, activation=activation, checkpoint_activation=None,
-                               moe_backend="auto", device=Device.parse(arch),
-                               environment=Environment.assume_all(), layer=None)
+def docs_request(weight: QuantKey, arch: str, activation: QuantKey | None,
+                 moe_backend: str = "auto") -> SelectionRequest:
+    """The request a per-arch "what auto picks" row answers (every library assumed
+    installed, the bundled gpt-oss layer)."""
+    return SelectionRequest(weight=weight, activation=activation, checkpoint_activation=None,
+                            moe_backend=moe_backend, device=Device.parse(arch),
+                            environment=Environment.assume_all(), layer=docs_layer())
+
+
+def _auto_pick(matrix: Matrix, weight: QuantKey, arch: str, activation: QuantKey | None,
+               notes: _Footnotes) -> tuple[str, str, str]:
+    """(winner, runner-up, remark) exactly as :func:`oracle.select` answers; the
+    selection's notes become footnotes."""
     try:
-        sel = select(request, matrix)
+        sel = select(docs_request(weight, arch, activation), matrix)
     except NoEligibleBackend as exc:
         return "—", "—", _short_reason(exc, matrix, activation)
     runner_up = sel.eligible[1] if len(sel.eligible) > 1 else "—"
-    return sel.backend, runner_up, "; ".join(sel.notes)
+    remark = []
+    if sel.activation_fallback:
+        remark.append("activation fallback (reported)")
+    if any(r.name == sel.backend and r.last_resort for r in matrix.rows):
+        remark.append("last resort (slow reference)")
+    status = matrix.by_name[sel.backend].status_on(arch).status
+    if status != "supported":
+        remark.append(status)
+    refs = "".join(notes.ref(n) for n in sel.notes)
+    if refs:
+        remark.append("notes" + refs)
+    return sel.backend, runner_up, ", ".join(remark) or "—"
 
 
 def _short_reason(exc: NoEligibleBackend, matrix: Matrix, activation: QuantKey | None) -> str:
@@ -152,85 +216,151 @@ def _short_reason(exc: NoEligibleBackend, matrix: Matrix, activation: QuantKey |
     if reason is Reason.NOT_AUTO_SELECTABLE:
         return f"{reason.value}: pin " + " or ".join(_code(n) for n in names)
     if reason in (Reason.ARCH_UNSUPPORTED, Reason.PLATFORM_UNSUPPORTED):
-        return f"{reason.value}: no {canonical_name(activation)}-activation variant on this arch"
+        return reason.value  # no variant with this activation on this arch
     return f"{reason.value}: " + ", ".join(_code(n) for n in names)
+
+
+def _pin_only_here(matrix: Matrix, weight: QuantKey, arch: str, rows: list[Row]) -> list[str]:
+    """Pin-only variants listed on ``arch`` that a pin selects for the docs layer."""
+    found = []
+    for row in rows:
+        if row.auto or arch not in row.archs:
+            continue
+        try:
+            select(docs_request(weight, arch, row.activation, row.name.lower()), matrix)
+        except NoEligibleBackend:
+            continue
+        found.append(row)
+    return [f"`{r.name.lower()}`" + ("" if r.status_on(arch).status == "supported"
+                                     else f" ({r.status_on(arch).status})") for r in found]
 
 
 # ------------------------------------------------------------------ rendering
 
+def _overview(matrix: Matrix, notes: _Footnotes) -> list[str]:
+    rows = sorted(matrix.rows, key=lambda r: r.rank)
+    out: list[str] = []
+    for heading, platforms in _OVERVIEW_GROUPS:
+        archs = [a for a in ARCHS_IN_SCOPE if arch_platform(a) in platforms]
+        shown = [r for r in rows if any(a in r.archs for a in archs)]
+        if not shown:
+            continue
+        out += [f"### {heading}", ""]
+        body = []
+        for r in shown:
+            refs = "".join(notes.ref(t) for t in (_arch_exception(r, a) for a in archs) if t)
+            body.append([_code(r.name), *(_mark(r, a) for a in archs), refs])
+        out += _table(["variant", *archs, "notes"], body)
+        out.append("")
+    return out
+
+
+def _arch_section(matrix: Matrix, arch: str, notes: _Footnotes, names: dict[str, list[str]],
+                  multi_weight: bool) -> list[str]:
+    gpus = names.get(arch)
+    out = [f"### {arch}" + (f" ({', '.join(gpus)})" if gpus else ""), ""]
+    for weight, rows in _rows_by_weight(matrix).items():
+        if multi_weight:
+            out += [f"#### `{canonical_name(weight)}` weights", ""]
+        out += _table(["activation request", "auto picks", "runner-up", "remark"], [
+            [label if act is None else f"`{canonical_name(act)}`",
+             *_auto_pick(matrix, weight, arch, act, notes)]
+            for label, act in AUTO_REQUESTS])
+        out.append("")
+        pins = _pin_only_here(matrix, weight, arch, rows)
+        if pins:
+            out += _para("Pin only, and runs this layer here: " + ", ".join(pins) + ".")
+            out.append("")
+        bad = [(r, _arch_exception(r, arch)) for r in rows if r.status_on(arch).status ==
+               "known_bad" and arch in r.archs]
+        if bad:
+            out += _para("Known bad here (rejected even when pinned): " + ", ".join(
+                f"`{r.name}`{notes.ref(t)}" for r, t in bad if t) + ".")
+            out.append("")
+    return out
+
+
 def render_support_matrix(matrix: Matrix = MATRIX) -> str:
     """The whole ``docs/support-matrix.md`` page as a string (deterministic)."""
     notes = _Footnotes()
+    layer = docs_layer()
+    weights = _rows_by_weight(matrix)
     out: list[str] = [
         "<!-- generated by `mxfp4-oracle docs`, do not edit; "
         "regenerate after changing matrix/mxfp4_moe.toml -->",
         "",
         "# MXFP4 MoE support matrix",
         "",
-        f"> Generated by `mxfp4-oracle docs` from `matrix/mxfp4_moe.toml` "
-        f"(matrix version `{matrix.version}`). **Do not edit by hand**: change the matrix, "
-        "then run `mxfp4-oracle docs`; `mxfp4-oracle docs --check` (and the test suite) fails "
-        "while this page is stale. How selection works and how to add a row: "
-        "[guide.md](guide.md).",
+        *_para(f"Generated by `mxfp4-oracle docs` from `matrix/mxfp4_moe.toml` (matrix version "
+               f"`{matrix.version}`). **Do not edit by hand**: change the matrix, then run "
+               "`mxfp4-oracle docs`; `mxfp4-oracle docs --check` (and the test suite) fails "
+               "while this page is stale. How selection works and how to add a row: "
+               "[guide.md](guide.md).", "> ", "> "),
         "",
         "## Legend",
         "",
         *_table(["mark", "meaning"], [
             ["✅", "supported on this arch"],
             ["🧪", "experimental on this arch (selectable, reported as experimental)"],
-            ["⛔[^n]", "known bad on this arch: the oracle rejects it with `known_bad`; "
-                       "the footnote gives the reason and a link"],
+            ["⛔", "known bad on this arch: rejected with `known_bad`, also when pinned "
+                   "(the row's footnote gives the reason and a link)"],
             ["(blank)", "not available on this arch: rejected with `arch_unsupported` "
                         "(or `platform_unsupported`)"],
         ]),
         "",
-        "Columns: **variant** is the vLLM `Mxfp4MoeBackend` member name (or ours, for "
-        "FlashInfer runners vLLM does not name); **family / library** is the "
-        "`--moe-backend` vendor name the variant belongs to and the kernel libraries it "
-        "needs; **activation** is the activation quant key (`bf16` = unquantized); "
-        "**layout** is the weight-layout family the kernel consumes; **status** is the "
-        "row's status, *pin only* when `--moe-backend auto` never picks it. Rows are in "
-        "auto (rank) order.",
+        *_para("Variants are vLLM `Mxfp4MoeBackend` member names (or ours, for FlashInfer "
+               "runners vLLM does not name), in auto (rank) order; every row takes "
+               + ", ".join(f"`{canonical_name(w)}`" for w in weights) + " weights. "
+               "The per-arch sections below say what `--moe-backend auto` picks on each arch "
+               "for the bundled gpt-oss layer; the footnotes give the reasons and notes."),
         "",
-    ]
-
-    for weight, rows in _rows_by_weight(matrix).items():
-        out += [f"## Weights `{canonical_name(weight)}` (`{constant_name(weight)}`)", ""]
-        headers = ["variant", "family / library", "activation", "layout", "status",
-                   *ARCHS_IN_SCOPE]
-        out += _table(headers, [
-            [_code(r.name), _library(r), r.activation_name, r.layout, _status(r),
-             *(_arch_cell(r, a, notes) for a in ARCHS_IN_SCOPE)]
-            for r in rows])
-        out += ["", f"### Constraints (`{canonical_name(weight)}` weights)", ""]
-        out += _table(
-            ["variant", "activation functions", "expert bias", "expert parallel",
-             "hidden align", "intermediate align", "unaligned sizes"],
-            [[_code(r.name), ", ".join(r.activation_fns), "yes" if r.bias else "no",
-              "required" if r.ep_required else ("yes" if r.expert_parallel else "no"),
-              r.hidden_align, r.intermediate_align,
-              "zero-padded (reported)" if r.pads else "rejected (`shape_unaligned`)"]
-             for r in rows])
-        out.append("")
-
-    out += [
+        "## Overview",
+        "",
+        *_overview(matrix, notes),
+        "## Variants",
+        "",
+        *_table(["variant", "activation", "libraries", "status"],
+                [[_code(r.name), r.activation_name, _libraries(r), _status(r)]
+                 for rows in weights.values() for r in rows]),
+        "",
+        *_para("**status** is the row's status (*pin only*: `--moe-backend auto` never "
+               "picks it; pin it by name); an arch can override it (see the overview)."),
+        "",
+        "### Constraints",
+        "",
+        *_table(["variant", "layout", "activation fns", "bias", "EP", "align h / i",
+                 "unaligned"],
+                [[_code(r.name), r.layout, ", ".join(r.activation_fns),
+                  "yes" if r.bias else "no",
+                  "required" if r.ep_required else ("yes" if r.expert_parallel else "no"),
+                  f"{r.hidden_align} / {r.intermediate_align}",
+                  "zero-padded" if r.pads else "rejected"]
+                 for rows in weights.values() for r in rows]),
+        "",
+        *_para("**layout** is the weight-layout family the kernel consumes; **activation fns** "
+               "the MoE activation functions it implements (`swiglu_oai`: gpt-oss, with alpha, "
+               "limit and biases); **bias** whether per-expert biases are supported; **EP** "
+               "expert parallelism (*required*: EP only); **align h / i** the hidden and "
+               "intermediate size alignment; **unaligned** sizes are zero-padded (and reported) "
+               "or rejected with `shape_unaligned`."),
+        "",
         "## `--moe-backend` names",
         "",
-        "A vendor name selects its variants in this order (BF16 activation first). Every "
-        "variant is also accepted by its own member name (e.g. "
-        f"`--moe-backend {matrix.rows[0].name.lower()}`); names are case-insensitive and "
-        "`-` may stand for `_`. An explicit name is a pin: if none of its variants is "
-        "eligible the oracle fails with `NoEligibleBackend`, it never substitutes another "
-        "backend. `auto` (the default) considers every row in rank order.",
+        *_para("A vendor name selects its variants in this order (BF16 activation first). "
+               "Every variant is also accepted by its own member name (e.g. "
+               f"`--moe-backend {matrix.rows[0].name.lower()}`); names are case-insensitive "
+               "and `-` may stand for `_`. An explicit name is a pin: if none of its variants "
+               "is eligible the oracle fails with `NoEligibleBackend`, it never substitutes "
+               "another backend. `auto` (the default) considers every row in rank order."),
         "",
         *_table(["--moe-backend", "variants (in order)"],
                 [[_code(name), ", ".join(members)] for name, members in matrix.names.items()]),
         "",
         "## Auto order",
         "",
-        "`--moe-backend auto` tries rows by rank: "
-        + " → ".join(r.name for r in sorted(matrix.rows, key=lambda r: r.rank) if r.auto)
-        + " (pin-only rows are skipped with `not_auto_selectable`).",
+        *_para("`--moe-backend auto` tries rows by rank: "
+               + " → ".join(r.name for r in sorted(matrix.rows, key=lambda r: r.rank) if r.auto)
+               + " (pin-only rows are skipped with `not_auto_selectable`)."),
         "",
     ]
     if matrix.adjustments:
@@ -242,27 +372,27 @@ def render_support_matrix(matrix: Matrix = MATRIX) -> str:
             out.append(f"- on {where}: {adj.move} moves {rel}")
         out.append("")
 
+    shape = (f"hidden {layer.hidden_size}, intermediate {layer.intermediate_size}, "
+             f"{layer.num_experts} experts, top-{layer.top_k}, {layer.activation_fn}"
+             + (", expert biases" if layer.has_bias else ""))
     out += [
-        "## What auto picks",
+        "## What auto picks, per arch",
         "",
-        "Computed by calling `oracle.select` with `--moe-backend auto`, every library "
-        "assumed installed (`Environment.assume_all()`) and no layer shape. *none* means no "
-        "activation override (BF16 activations preferred; a quantized-activation variant "
-        "only if no BF16 one is eligible, and reported); the others are strict overrides "
-        "(`--quantization-config.moe.activation NAME`): only variants with exactly that "
-        "activation. \"—\" means `NoEligibleBackend`, with the short reason.",
+        *_para("Computed by calling `oracle.select` with `--moe-backend auto`, every library "
+               "assumed installed (`Environment.assume_all()`, as `mxfp4-oracle select --device "
+               f"ARCH` assumes for another machine) and the MoE layer of the bundled "
+               f"`{DOCS_MODEL}` config ({shape}). *none* means no activation override (BF16 "
+               "activations preferred; a quantized-activation variant only if no BF16 one is "
+               "eligible, and reported); the others are strict overrides "
+               "(`--quantization-config.moe.activation NAME`): only variants with exactly that "
+               "activation. \"—\" means `NoEligibleBackend`, with the short reason; a pin "
+               "named there runs this layer. GPU names in the headings are accepted by "
+               "`--device`."),
         "",
     ]
-    for weight in _rows_by_weight(matrix):
-        requests = [(label, act) for label, act in AUTO_REQUESTS]
-        for label, act in requests:
-            act_desc = ("no override (bf16 preferred)" if act is None
-                        else f"`{canonical_name(act)}` (`{constant_name(act)}`)")
-            out += [f"### `{canonical_name(weight)}` weights, activation {label}: {act_desc}",
-                    ""]
-            out += _table(["arch", "winner", "runner-up", "remark"], [
-                [arch, *_auto_pick(matrix, weight, arch, act)] for arch in ARCHS_IN_SCOPE])
-            out.append("")
+    names = gpu_names_by_arch()
+    for arch in ARCHS_IN_SCOPE:
+        out += _arch_section(matrix, arch, notes, names, len(weights) > 1)
 
     out += ["## Sources and notes", ""]
     for row in sorted(matrix.rows, key=lambda r: r.rank):
@@ -275,7 +405,8 @@ def render_support_matrix(matrix: Matrix = MATRIX) -> str:
             parts.append(f"Deliberately differs from FlashInfer on {arch}: {why}")
         if row.link:
             parts.append(row.link)
-        out.append(f"- **{row.name}** — " + (_cell(" ".join(map(_sentence, parts))) or "—"))
+        text = " ".join(map(_sentence, parts)) or "—"
+        out += _para(f"**{row.name}** — {text}", "- ", "  ")
     out.append("")
 
     footnotes = notes.lines()
@@ -286,19 +417,72 @@ def render_support_matrix(matrix: Matrix = MATRIX) -> str:
 
 # ------------------------------------------------------------------ files
 
+def _is_checkout(folder: Path) -> bool:
+    """``folder`` holds an mxfp4-oracle checkout: its pyproject.toml names the project."""
+    project = folder / "pyproject.toml"
+    if not project.is_file():
+        return False
+    import tomllib
+    try:
+        data = tomllib.loads(project.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    name = data.get("project", {}).get("name") if isinstance(data.get("project"), dict) else None
+    return name == PROJECT_NAME
+
+
 def default_docs_path(start: str | Path | None = None) -> Path:
-    """``docs/support-matrix.md`` under the repo root (nearest folder with pyproject.toml)."""
+    """``docs/support-matrix.md`` of the mxfp4-oracle checkout holding ``start`` (default:
+    the working folder): the nearest folder whose pyproject.toml names the project
+    (another project's pyproject.toml is skipped).  Outside any checkout it is a
+    ConfigError -- the command never writes into a random folder."""
     here = Path(start) if start is not None else Path.cwd()
     here = here.resolve()
     for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
+        if _is_checkout(folder):
             return folder / DOCS_RELPATH
-    return here / DOCS_RELPATH
+    raise ConfigError("docs --path", "given when not inside an mxfp4-oracle checkout",
+                      repr(str(here)), "run from the checkout, or pass --path FILE")
+
+
+def package_docs_path() -> Path | None:
+    """The page of the checkout this package is imported from (an editable install or a
+    source tree), or None for an installed wheel, which ships no docs."""
+    folder = Path(__file__).resolve().parent.parent
+    return folder / DOCS_RELPATH if _is_checkout(folder) else None
+
+
+_MAX_DOCS_BYTES = 4 * 1024 * 1024
+
+
+def _read_existing(path: Path) -> str | None:
+    """The current page at ``path`` (None if absent); refuses folders, FIFOs, non-UTF-8."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    data = read_regular_file(path, _MAX_DOCS_BYTES, str(path))
+    try:
+        return data.decode("utf-8").replace("\r\n", "\n")  # CRLF checkouts compare equal
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "a UTF-8 text file", "undecodable bytes",
+                          "point --path at the Markdown page, or delete the file") from None
+
+
+def _checked_target(path: str | Path) -> Path:
+    target = user_path(path, "docs --path")
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError("docs --path", "a file in a folder", repr(str(target)),
+                          f"{str(parent)!r} is a file, not a folder")
+    if target.is_dir():
+        raise ConfigError("docs --path", "a file, not a folder", repr(str(target)),
+                          f"{str(target / 'support-matrix.md')!r}")
+    return target
 
 
 def write_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> None:
     """Write the rendered page to ``path`` (creating its folder), LF line endings."""
-    p = Path(path)
+    p = _checked_target(path)
+    _read_existing(p)  # refuses a FIFO or device before opening it for writing
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(render_support_matrix(matrix), encoding="utf-8", newline="\n")
 
@@ -309,12 +493,12 @@ def check_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> list[str]
     Otherwise a short summary: one headline with counts, then at most ~40 lines of
     unified diff (committed → expected).
     """
-    p = Path(path)
+    p = _checked_target(path)
     expected = render_support_matrix(matrix)
-    if not p.is_file():
+    actual = _read_existing(p)
+    if actual is None:
         return [f"{p} is missing; generate it with `mxfp4-oracle docs` "
                 f"(matrix version {matrix.version})"]
-    actual = p.read_text(encoding="utf-8")  # universal newlines: CRLF checkouts compare equal
     if actual == expected:
         return []
     diff = list(difflib.unified_diff(actual.splitlines(), expected.splitlines(),
@@ -333,16 +517,38 @@ def check_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> list[str]
 
 
 def main_docs(check: bool, path: str | None) -> int:
-    """``mxfp4-oracle docs [--check]``: 0 when written / up to date, 1 when stale or missing."""
-    target = Path(path) if path else default_docs_path()
+    """``mxfp4-oracle docs [--check]``: 0 when written / up to date, 2 when stale or
+    missing (the CLI's one scheme: 0 success, 2 any failure).
+
+    Without ``--path`` the page is the checkout's ``docs/support-matrix.md``: the checkout
+    holding the working folder, and for ``--check`` (which never writes) otherwise the
+    checkout this package runs from.  Writing needs the working folder inside a checkout
+    (or ``--path``), so it never lands in another folder by accident.
+    """
+    if path is not None:
+        target = _checked_target(path)
+    else:
+        try:
+            target = default_docs_path()
+        except ConfigError:
+            own = package_docs_path() if check else None
+            if own is None:
+                raise ConfigError(
+                    "docs" + (" --check" if check else ""),
+                    "run inside an mxfp4-oracle checkout (it " + (
+                        "compares a checkout's docs/support-matrix.md; this installed package "
+                        "ships no docs" if check else "writes the checkout's docs/support-matrix.md"
+                    ) + ")", repr(str(Path.cwd())), "cd into the checkout, or pass --path FILE"
+                ) from None
+            target = own
     if check:
         problems = check_support_matrix(target)
         if problems:
             print("\n".join(problems), file=sys.stderr)
-            return 1
+            return 2
         print(f"{target} is up to date (matrix version {MATRIX.version})")
         return 0
-    before = target.read_text(encoding="utf-8") if target.is_file() else None
+    before = _read_existing(target)
     write_support_matrix(target)
     state = "unchanged" if before == render_support_matrix() else "wrote"
     print(f"{state} {target} (matrix version {MATRIX.version})")

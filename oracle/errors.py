@@ -12,13 +12,11 @@ Tests assert on the class and the structured fields, never on the text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from oracle.selection import Rejection
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = [
+    "escape",
     "OracleError",
     "ConfigError",
     "UnknownQuantKey",
@@ -27,13 +25,29 @@ __all__ = [
     "NoEligibleBackend",
     "MatrixError",
     "KernelInputError",
+    "GroupError",
+    "GroupDivergence",
 ]
 
 
+def escape(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` with every non-printable character escaped as repr does (``\\x1b``).
+
+    User values reach messages that are printed to terminals and logs: an escape
+    sequence in a model path must be shown, never executed.  Printable Unicode
+    (``—``, ``≥``) stays as it is.
+    """
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1]
+                   for c in s)
+
+
 def _fmt(what: str, constraint: str, got: Any, fix: str | None) -> str:
-    msg = f"{what} must be {constraint} (got {got!s})"
+    msg = f"{escape(what)} must be {constraint} (got {escape(got)})"
     if fix:
-        msg += f"; try: {fix}"
+        msg += f"; try: {escape(fix)}"
     return msg
 
 
@@ -46,7 +60,8 @@ class OracleError(ValueError):
         self.constraint = constraint
         self.got = got
         self.fix = fix
-        super().__init__(message if message is not None else _fmt(what, constraint, got, fix))
+        super().__init__(escape(message, keep_newlines=True) if message is not None
+                         else _fmt(what, constraint, got, fix))
 
     @property
     def message(self) -> str:
@@ -106,29 +121,69 @@ class ActivationConflict(OracleError):
 
 
 class NoEligibleBackend(OracleError):
-    """No candidate survives the gates; names every rejected candidate and why."""
+    """No candidate survives the gates; names every rejected candidate and why.
 
-    def __init__(self, request_summary: str, rejected: Sequence[Rejection],
+    ``rejected`` holds the selector's Rejection values (backend, reason, detail).
+    The "try:" line needs other evaluations (the same request with ``auto``, or on
+    other archs), which a loader that catches the error never reads: pass them as
+    ``alternatives`` / ``working_archs``, or as ``hint``, a callable returning
+    ``(alternatives, working_archs)`` that runs only when the message or those
+    fields are first read.
+    """
+
+    def __init__(self, request_summary: str, rejected: Sequence[Any],
                  alternatives: Sequence[str] = (), working_archs: Sequence[str] = (),
-                 pinned: str | None = None) -> None:
+                 pinned: str | None = None,
+                 hint: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None) -> None:
         self.request_summary = request_summary
         self.rejected = list(rejected)
-        self.alternatives = tuple(alternatives)
-        self.working_archs = tuple(working_archs)
         self.pinned = pinned
-        if alternatives:
-            fix = "--moe-backend " + " | ".join(alternatives)
-        elif working_archs:
-            fix = "a device in " + ", ".join(working_archs)
-        else:
-            fix = "another weight/activation combination (see `mxfp4-oracle matrix`)"
+        self._hint = hint
+        self._alternatives = tuple(alternatives)
+        self._working_archs = tuple(working_archs)
         what = f"moe_backend {pinned!r}" if pinned else "the MoE backend"
-        head = _fmt(what, "eligible for this request", request_summary, None)
+        # ValueError's args hold the summary; the full message is built on demand.
+        ValueError.__init__(self, request_summary)
+        self.what, self.constraint, self.got = what, "eligible for this request", request_summary
+
+    def _resolve_hint(self) -> None:
+        if self._hint is not None:
+            hint, self._hint = self._hint, None
+            alternatives, archs = hint()
+            self._alternatives, self._working_archs = tuple(alternatives), tuple(archs)
+
+    @property
+    def alternatives(self) -> tuple[str, ...]:
+        self._resolve_hint()
+        return self._alternatives
+
+    @property
+    def working_archs(self) -> tuple[str, ...]:
+        self._resolve_hint()
+        return self._working_archs
+
+    @property
+    def fix(self) -> str:  # type: ignore[override]
+        if self.alternatives:
+            return "--moe-backend " + " | ".join(self.alternatives)
+        if self.working_archs:
+            return "a device in " + ", ".join(self.working_archs)
+        return "another weight/activation combination (see `mxfp4-oracle matrix`)"
+
+    @property
+    def message(self) -> str:
+        head = _fmt(self.what, self.constraint, self.request_summary, None)
         lines = [head + "; every candidate was rejected:"]
-        lines += [f"  {r.backend}: {r.reason.value} — {r.detail}" for r in self.rejected]
-        lines.append(f"try: {fix}")
-        super().__init__(what, "eligible for this request", request_summary, fix,
-                         message="\n".join(lines))
+        lines += [f"  {r.backend}: {r.reason.value} — {escape(r.detail)}" for r in self.rejected]
+        lines.append(f"try: {escape(self.fix)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles with the hint resolved
+        return (NoEligibleBackend, (self.request_summary, self.rejected, self.alternatives,
+                                    self.working_archs, self.pinned))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -153,3 +208,22 @@ class KernelInputError(OracleError):
     def __init__(self, tensor: str, constraint: str, got: Any, fix: str | None = None) -> None:
         self.tensor = tensor
         super().__init__(tensor, constraint, got, fix)
+
+
+class GroupError(OracleError):
+    """Another rank of the group failed before the decision; names the rank and its error."""
+
+    def __init__(self, rank: int, error: str, message: str) -> None:
+        self.rank = rank
+        self.error = error
+        super().__init__(f"rank {rank} of the group", "able to build its selection request",
+                         f"{error}: {message}", "fix the input on that rank",
+                         message=f"rank {rank} of the group failed: {error}: {message}")
+
+
+class GroupDivergence(OracleError):
+    """Ranks computed different decisions or disagree on the shared request fields."""
+
+    def __init__(self, what: str, got: str, fix: str = "give every rank the same model, "
+                 "moe_backend and quantization config") -> None:
+        super().__init__(what, "identical on every rank of the group", got, fix)

@@ -13,18 +13,20 @@ activation) is the marker :data:`BF16`, which the oracle treats like a key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
 from oracle.errors import UnknownQuantKey
 
 __all__ = [
-    "GroupShape", "ScaleDesc", "QuantKey", "BF16", "Bf16Marker",
+    "GroupShape", "ScaleDesc", "QuantKey", "BF16", "Bf16Marker", "UNSET", "Unset",
     "kFp8StaticTensorSym", "kFp8DynamicTensorSym", "kFp8DynamicTokenSym",
     "kFp8StaticChannelSym", "kFp8Static128BlockSym", "kFp8Dynamic128Sym",
     "kMxfp8Static", "kMxfp8Dynamic", "kMxfp4Static", "kMxfp4Dynamic",
     "kNvfp4Static", "kNvfp4Dynamic", "kNvfp4DynamicToken", "kInt8StaticChannelSym",
     "kInt8DynamicTokenSym", "kInt8Dynamic32Sym", "kInt4Static32",
-    "QUANT_KEY_NAMES", "KEY_CONSTANTS", "canonical_name", "parse_quant_key", "format_key",
+    "QUANT_KEY_NAMES", "KEY_CONSTANTS", "canonical_name", "parse_quant_key",
+    "constant_name", "suggest",
 ]
 
 
@@ -67,15 +69,13 @@ class QuantKey:
         return canonical_name(self)
 
 
-class Bf16Marker:
-    """Explicit, strict request for BF16 activations (``moe.activation: bf16``)."""
+class Bf16Marker(Enum):
+    """Explicit, strict request for BF16 activations (``moe.activation: bf16``).
 
-    _instance: Bf16Marker | None = None
+    A one-member enum: one identity, pickles by name (it travels between ranks).
+    """
 
-    def __new__(cls) -> Bf16Marker:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
+    BF16 = "bf16"
 
     def __repr__(self) -> str:
         return "BF16"
@@ -83,11 +83,21 @@ class Bf16Marker:
     def __str__(self) -> str:
         return "bf16"
 
-    def __reduce__(self) -> str:  # keeps the singleton across pickling (torch.distributed)
-        return "BF16"
+
+class Unset(Enum):
+    """"Not specified" (inherit or default), distinct from ``None`` (explicitly nothing)."""
+
+    UNSET = "unset"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
 
 
-BF16: Final = Bf16Marker()
+BF16: Final = Bf16Marker.BF16
+UNSET: Final = Unset.UNSET
 
 _MX = ScaleDesc("e8m0", True, GroupShape(1, 32))
 _MX_DYN = ScaleDesc("e8m0", False, GroupShape(1, 32))
@@ -153,9 +163,9 @@ for _name, _key in QUANT_KEY_NAMES.items():
     if _key not in _CANONICAL or _name in _PREFERRED:
         _CANONICAL[_key] = _name
 _CONSTANT_NAME: Final[dict[QuantKey, str]] = {v: k for k, v in KEY_CONSTANTS.items()}
-missing = set(KEY_CONSTANTS.values()) - set(_CANONICAL)
-if missing:  # a key constant without a user name is a programming error caught at import
-    raise RuntimeError(f"quant keys without a name: {sorted(map(_CONSTANT_NAME.get, missing))}")
+_unnamed = set(KEY_CONSTANTS.values()) - set(_CANONICAL)
+if _unnamed:  # a key constant without a user name is a programming error caught at import
+    raise RuntimeError(f"quant keys without a name: {sorted(map(_CONSTANT_NAME.get, _unnamed))}")
 
 
 def canonical_name(key: QuantKey | Bf16Marker | None) -> str:
@@ -168,9 +178,6 @@ def canonical_name(key: QuantKey | Bf16Marker | None) -> str:
         return repr(key)
 
 
-format_key = canonical_name
-
-
 def constant_name(key: QuantKey | None) -> str:
     """``kMxfp4Static`` style name (``None`` → ``"None"``)."""
     if key is None:
@@ -179,14 +186,17 @@ def constant_name(key: QuantKey | None) -> str:
 
 
 def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str | None:
-    """A close match for ``name`` among ``choices`` (case-insensitive first)."""
-    lowered = {c.lower(): c for c in choices}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    import difflib  # error path only: keeps it out of `import oracle`
+    """A close match for ``name`` among ``choices`` (:func:`oracle.suggest.closest`: the
+    same name in another case first, then aliases, prefixes and families, then edit
+    distance).  A quant key's constant name in snake case is an alias of its user name
+    (``mxfp8_dynamic`` → ``mxfp8``), used where that name is among ``choices``."""
+    import re
 
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    return lowered[close[0]] if close else None
+    from oracle.suggest import closest
+
+    aliases = {re.sub(r"(?<!^)(?=[A-Z])", "_", const[1:]).lower(): canonical_name(key)
+               for const, key in KEY_CONSTANTS.items()}
+    return closest(name, choices, aliases=aliases)
 
 
 def parse_quant_key(name: object, *, path: str = "quant key") -> QuantKey | None:

@@ -4,8 +4,9 @@
 the Hugging Face ``config.json`` (the checkpoint's ``quantization_config`` and
 the MoE geometry), merges the user's ``--quantization`` / ``--quantization-config``
 over it, builds a :class:`SelectionRequest` and asks the pure selector.  Reading
-the file is the only I/O; device and libraries are passed in (or probed by the
-CLI), never read here.
+the file is the only I/O besides the probe: this is the one module that calls
+:mod:`oracle.probe`, and only for a device or environment the caller left out
+(``None``).  Pass values to answer for another machine.
 """
 
 from __future__ import annotations
@@ -18,18 +19,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from oracle.config import QuantizationConfigArgs, resolve_quantization_config
-from oracle.errors import ConfigError
-from oracle.keys import (BF16, Bf16Marker, QuantKey, canonical_name, kFp8DynamicTokenSym,
-                         kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static, kMxfp8Dynamic)
-from oracle.request import UNSET, Device, Environment, LayerSpec, SelectionRequest, _Unset
+from oracle.config import QuantizationConfigArgs, load_json, resolve_quantization_config
+from oracle.errors import ConfigError, escape
+from oracle.files import read_regular_file, resolve_inside, user_path
+from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, Unset, canonical_name,
+                         kFp8DynamicTokenSym, kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static,
+                         kMxfp8Dynamic)
+from oracle.platforms import Device
+from oracle.probe import detect_device, detect_environment
+from oracle.request import Environment, LayerSpec, SelectionRequest
 from oracle.selection import Selection
 from oracle.selector import select
 
-__all__ = ["BUNDLED_MODELS", "CheckpointQuant", "ModelSelection", "load_model_config",
+__all__ = ["BUNDLED_MODELS", "HF_IDS", "CheckpointQuant", "ModelSelection", "load_model_config",
            "checkpoint_quant", "layer_from_config", "build_request", "select_for_model"]
 
 BUNDLED_MODELS: Final = ("gpt-oss-20b", "gpt-oss-120b")
+#: Hugging Face ids of the bundled configs (matched case-insensitively, like the Hub).
+#: A local folder of that name wins, as it would for a loader.
+HF_IDS: Final[dict[str, str]] = {
+    "openai/gpt-oss-20b": "gpt-oss-20b",
+    "openai/gpt-oss-120b": "gpt-oss-120b",
+}
 _MAX_CONFIG_BYTES: Final = 8 * 1024 * 1024
 
 
@@ -39,7 +50,7 @@ class CheckpointQuant:
 
     method: str | None
     weight: QuantKey | None
-    activation: QuantKey | Bf16Marker | None | _Unset
+    activation: QuantKey | Bf16Marker | None | Unset
     modules_to_not_convert: tuple[str, ...]
 
 
@@ -60,6 +71,13 @@ class ModelSelection:
         out["unquantized_modules"] = list(self.unquantized_modules)
         return out
 
+    def describe(self) -> str:
+        """Human-readable report: the model, what stays unquantized, then the selection."""
+        modules = ", ".join(self.unquantized_modules) or "none"
+        head = f"model {self.model}: {len(self.unquantized_modules)} module patterns stay " \
+               f"unquantized ({modules})"
+        return head + "\n" + self.selection.describe()
+
 
 def _source_label(model: Any) -> str:
     if isinstance(model, Mapping):
@@ -76,37 +94,42 @@ def load_model_config(model: Any) -> tuple[str, dict[str, Any]]:
                           repr(model)[:80], ", ".join(BUNDLED_MODELS))
     text_name = str(model)
     if text_name in BUNDLED_MODELS:
-        res = resources.files("oracle.models").joinpath(f"{text_name}.json")
-        return f"{text_name} (bundled)", json.loads(res.read_text("utf-8"))
-    path = Path(model)
+        return _bundled(text_name, f"{text_name} (bundled)")
+    hf = HF_IDS.get(text_name.strip().lower()) if isinstance(model, str) else None
+    path = user_path(model, "model")
+    if hf is not None and not _exists(path):
+        return _bundled(hf, f"{text_name.strip()} (bundled {hf})")
     try:
-        if path.is_dir():
-            path = path / "config.json"
-        exists = path.is_file()
-    except (OSError, ValueError) as exc:  # name too long, NUL byte, permission...
-        raise ConfigError(str(path)[:120], "a usable model path", type(exc).__name__,
+        folder, name = (path, "config.json") if path.is_dir() else (path.parent, path.name)
+    except (OSError, ValueError) as exc:  # name too long, permission...
+        raise ConfigError(escape(str(path)[:120]), "a usable model path", type(exc).__name__,
                           "a model folder with config.json, or " + ", ".join(BUNDLED_MODELS)) from None
-    label = str(path)
-    if not exists:
+    label = str(folder / name)
+    if not (folder / name).exists():
         raise ConfigError(label, "an existing config.json (or a folder holding one)", "missing",
-                          "a model folder with config.json, or " + ", ".join(BUNDLED_MODELS))
+                          "a model folder with config.json, or " + ", ".join(
+                              (*BUNDLED_MODELS, *HF_IDS)))
+    data = read_regular_file(resolve_inside(folder, name, label), _MAX_CONFIG_BYTES, label)
     try:
-        data = path.read_bytes()[: _MAX_CONFIG_BYTES + 1]
-    except OSError as exc:
-        raise ConfigError(label, "a readable file", type(exc).__name__, "check permissions") from None
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise ConfigError(label, f"at most {_MAX_CONFIG_BYTES} bytes", "a larger file",
-                          "point at the model's config.json")
-    try:
-        doc = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(label, "UTF-8 JSON", "undecodable bytes", "re-save as UTF-8") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ConfigError(label, "valid JSON", f"parse error ({str(exc)[:60]})",
-                          "fix or re-download config.json") from None
+    doc = load_json(text, label)
     if not isinstance(doc, dict):
         raise ConfigError(label, "a JSON object", type(doc).__name__, "a Hugging Face config.json")
     return label, doc
+
+
+def _bundled(name: str, label: str) -> tuple[str, dict[str, Any]]:
+    res = resources.files("oracle.models").joinpath(f"{name}.json")
+    return label, json.loads(res.read_text("utf-8"))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _int_field(cfg: Mapping[str, Any], key: str, label: str, *, required: bool,
@@ -286,8 +309,8 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
                           "--quantization mxfp4", "an unquantized MoE",
                           "--quantization mxfp4 (online MXFP4 quantization of the experts)")
     # Only here, and only when the caller did not say, is the machine probed.
-    dev = Device.parse(device) if device is not None else Device.detect()
-    env = environment if environment is not None else Environment.detect()
+    dev = Device.parse(device) if device is not None else detect_device()
+    env = environment if environment is not None else detect_environment()
     request = SelectionRequest(
         weight=weight, activation=qargs.moe_activation, checkpoint_activation=ckpt.activation,
         moe_backend=moe_backend, device=dev, environment=env,

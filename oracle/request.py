@@ -1,131 +1,26 @@
 """The oracle's inputs, as frozen values.
 
 Everything the selector looks at is in a :class:`SelectionRequest`: keys, the
-requested backend, a :class:`Device` description, an :class:`Environment` of
-installed kernel libraries and an optional :class:`LayerSpec`.  None of these
-types reads the machine; :mod:`oracle.probe` builds them from the real one.
+requested backend, a :class:`~oracle.platforms.Device`, an :class:`Environment` of
+installed kernel libraries and an optional :class:`LayerSpec`.  These are plain
+values: building one never looks at the machine (``oracle.probe`` does that, and
+only ``oracle.model`` calls it).  Each value is normalised once, at construction,
+so two spellings of one request are equal, hash alike and fingerprint alike.
 """
 
 from __future__ import annotations
 
-import re
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 from oracle.errors import ConfigError
-from oracle.keys import BF16, Bf16Marker, QuantKey, canonical_name, kMxfp4Static
+from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxfp4Static,
+                         parse_quant_key, suggest)
+from oracle.platforms import LIBRARIES, Device, Version, parse_version
 
-__all__ = ["Device", "Environment", "LayerSpec", "SelectionRequest", "UNSET", "LIBRARIES",
-           "Version"]
-
-
-class _Unset:
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = _Unset()
-
-#: Kernel libraries the matrix can require (the Environment's vocabulary).
-LIBRARIES: Final = (
-    "flashinfer", "triton_kernels", "vllm_ops", "deep_gemm", "aiter", "b12x", "humming",
-    "cuda_tile", "cutlass_dsl", "intel_xpu", "torch",
-)
-
-_CUDA_RE = re.compile(r"^(?:sm_?|cuda:?|compute_)?(\d{2,3})[af]?$")
-_DOTTED_RE = re.compile(r"^(\d{1,2})\.(\d)$")
-_GFX_RE = re.compile(r"^gfx[0-9a-f]{3,4}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A device description: platform (cuda | rocm | xpu | cpu) and arch.
-
-    ``arch`` is an int SM number for CUDA (90, 100, ...), a ``gfx...`` string for
-    ROCm, and ``"xpu"`` / ``"cpu"`` otherwise.  Any well-formed arch is valid, also
-    one that no matrix row mentions (sm101, sm130, gfx1200): it is simply covered by
-    no row.
-    """
-
-    platform: str
-    arch: int | str
-
-    def __post_init__(self) -> None:
-        # Any platform/arch value is a valid input (no row may cover it); only the types
-        # are checked, so the value hashes and prints.
-        ok = isinstance(self.platform, str) and isinstance(self.arch, (int, str)) \
-            and not isinstance(self.arch, bool)
-        if not ok:
-            raise ConfigError("device", "Device(platform: str, arch: int or str)",
-                              repr((self.platform, self.arch))[:60], "Device.parse('sm90')")
-
-    @property
-    def name(self) -> str:
-        if self.platform == "cuda":
-            return f"sm{self.arch}"
-        return str(self.arch)
-
-    def __str__(self) -> str:
-        return self.name
-
-    @classmethod
-    def detect(cls) -> Device:
-        """This machine's device (the probe layer; imports torch lazily)."""
-        from oracle.probe import detect_device
-        return detect_device()
-
-    @classmethod
-    def parse(cls, text: object) -> Device:
-        if isinstance(text, Device):
-            return text
-        if not isinstance(text, str) or not text.strip():
-            raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu or cpu",
-                              repr(text), "sm90")
-        t = text.strip().lower()
-        if t in ("cpu", "xpu"):
-            return cls(t, t)
-        if _GFX_RE.match(t):
-            return cls("rocm", t)
-        m = _CUDA_RE.match(t)
-        if m:
-            return cls("cuda", int(m.group(1)))
-        m = _DOTTED_RE.match(t)
-        if m:
-            return cls("cuda", int(m.group(1)) * 10 + int(m.group(2)))
-        raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu or cpu",
-                          repr(text), "sm90, sm100, 10.0, gfx942, xpu or cpu")
-
-
-Version = tuple[int, ...]
-
-
-def parse_version(text: str) -> Version:
-    parts = []
-    for piece in re.split(r"[.+-]", text):
-        if piece.isdigit():
-            parts.append(int(piece))
-        else:
-            m = re.match(r"^(\d+)", piece)
-            if m:
-                parts.append(int(m.group(1)))
-            break
-    if not parts:
-        raise ConfigError("libraries", "NAME or NAME=VERSION with a numeric version",
-                          repr(text), "flashinfer=0.7.2")
-    return tuple(parts)
+__all__ = ["Environment", "LayerSpec", "SelectionRequest", "normalize_backend_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +28,10 @@ class Environment:
     """Which kernel libraries are installed, with versions (``None`` = any/unknown).
 
     ``assume_all()`` says every library is present at a version that satisfies every
-    row; ``Environment.detect()`` (in :mod:`oracle.probe`) reads the real machine.
-    Stored as a sorted tuple so the value hashes, compares and pickles (it travels
-    between ranks in :func:`oracle.probe.select_for_group`).
+    row; :func:`oracle.probe.detect_environment` reads the real machine.  Versions
+    are PEP 440 (:class:`packaging.version.Version`); strings and int tuples are
+    converted.  Stored as a sorted tuple so the value hashes, compares and pickles
+    (it travels between ranks in :func:`oracle.group.select_for_group`).
     """
 
     libraries: tuple[tuple[str, Version | None], ...] = ()
@@ -147,13 +43,11 @@ class Environment:
             items = list(libs.items() if isinstance(libs, Mapping) else libs)
             norm = []
             for name, ver in items:
-                if isinstance(ver, str):
-                    ver = parse_version(ver)
-                if not isinstance(name, str) or not (
-                        ver is None or (isinstance(ver, tuple) and all(
-                            isinstance(p, int) and not isinstance(p, bool) for p in ver))):
+                if not isinstance(name, str):
                     raise TypeError
-                norm.append((name, ver))
+                norm.append((name, None if ver is None else parse_version(ver, name)))
+        except ConfigError:
+            raise
         except (TypeError, ValueError):
             raise ConfigError("environment", "library names mapped to version tuples or None",
                               repr(libs)[:60], "Environment.parse('flashinfer=0.7.2,torch')")
@@ -169,12 +63,6 @@ class Environment:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Environment, (self.libraries, self.all_present))
-
-    @classmethod
-    def detect(cls) -> Environment:
-        """Installed kernel libraries and versions (probe layer; imports nothing heavy)."""
-        from oracle.probe import detect_environment
-        return detect_environment()
 
     @classmethod
     def assume_all(cls) -> Environment:
@@ -196,6 +84,9 @@ class Environment:
     @classmethod
     def parse(cls, text: str) -> Environment:
         """``all`` | ``none`` | ``NAME[=VER],...`` (the CLI's ``--libraries``)."""
+        if not isinstance(text, str):
+            raise ConfigError("libraries", "a string: all, none or NAME[=VER],...",
+                              repr(text)[:60], "'flashinfer=0.7.2,torch'")
         t = text.strip()
         if t == "all":
             return cls.assume_all()
@@ -215,17 +106,19 @@ class Environment:
             if name == "flashinfer_python":
                 name = "flashinfer"
             if name not in LIBRARIES:
-                from oracle.keys import suggest
                 s = suggest(name, LIBRARIES)
                 raise ConfigError("libraries", "a list of known kernel libraries", repr(name),
                                   f"'{s}'" if s else ", ".join(LIBRARIES), LIBRARIES)
-            libs[name] = parse_version(ver) if ver.strip() else None
+            if name in libs:
+                raise ConfigError("libraries", "each library at most once", repr(name),
+                                  "list each library once")
+            libs[name] = parse_version(ver.strip(), name) if ver.strip() else None
         return cls(libs, all_present=everything)
 
     def describe(self) -> str:
         """``all`` | ``none`` | ``NAME[=VER],...``; round-trips through :meth:`parse` and
         names every version (the fingerprint hashes this text)."""
-        listed = [n if v is None else f"{n}={'.'.join(map(str, v))}" for n, v in self.libraries]
+        listed = [n if v is None else f"{n}={v}" for n, v in self.libraries]
         if self.all_present:
             return ",".join(["all", *listed])
         return ",".join(listed) if listed else "none"
@@ -252,20 +145,27 @@ class LayerSpec:
     tp_size: int | None = None
 
     def __post_init__(self) -> None:
-        # Wrong types are a ConfigError naming the field (never a TypeError later, e.g.
-        # when the request is hashed for the selector's cache).
+        # Wrong types and impossible values are a ConfigError naming the field (never a
+        # TypeError later, e.g. when the request is hashed for the selector's cache).
         for f in fields(self):
             value = getattr(self, f.name)
             if value is None:
                 continue
-            kind = _LAYER_TYPES[f.name]
-            ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in kind)
-            if not ok:
-                raise ConfigError(f"layer.{f.name}", f"{' or '.join(k.__name__ for k in kind)} "
-                                  "or None", repr(value)[:60], f"fix layer.{f.name}")
+            kinds, constraint, valid = _LAYER_FIELDS[f.name]
+            typed = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+            if not (typed and valid(value)):
+                raise ConfigError(f"layer.{f.name}", f"{constraint} or None", repr(value)[:60],
+                                  f"fix layer.{f.name}")
+        if self.top_k is not None and self.num_experts is not None \
+                and self.top_k > self.num_experts:
+            raise ConfigError("layer.top_k", f"at most num_experts ({self.num_experts})",
+                              repr(self.top_k), "fix layer.top_k")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
+        if not isinstance(data, Mapping):
+            raise ConfigError("layer", "a mapping of LayerSpec fields", repr(data)[:60],
+                              '{"hidden_size": 2880, "intermediate_size": 2880}')
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -274,10 +174,28 @@ class LayerSpec:
                 if getattr(self, f.name) is not None}
 
 
-_LAYER_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "hidden_size": (int,), "intermediate_size": (int,), "num_experts": (int,), "top_k": (int,),
-    "activation_fn": (str,), "swiglu_alpha": (float, int), "swiglu_limit": (float, int),
-    "has_bias": (bool,), "ep_size": (int,), "tp_size": (int,),
+def _positive(value: float) -> bool:
+    return value > 0 and (isinstance(value, int) or math.isfinite(value))
+
+
+def _any(value: object) -> bool:
+    return True
+
+
+_NUMBER: Final = (float, int)
+#: field -> (types, constraint as the message says it, check).  Sizes may be any int:
+#: the shape gate reports a non-positive size as the row's reason, per candidate.
+_LAYER_FIELDS: Final[dict[str, tuple[tuple[type, ...], str, Any]]] = {
+    "hidden_size": ((int,), "an int", _any),
+    "intermediate_size": ((int,), "an int", _any),
+    "num_experts": ((int,), "a positive int", _positive),
+    "top_k": ((int,), "a positive int", _positive),
+    "activation_fn": ((str,), "a non-empty str", bool),
+    "swiglu_alpha": (_NUMBER, "a finite number > 0", _positive),
+    "swiglu_limit": (_NUMBER, "a finite number > 0", _positive),
+    "has_bias": ((bool,), "True or False", _any),
+    "ep_size": ((int,), "a positive int", _positive),
+    "tp_size": ((int,), "a positive int", _positive),
 }
 
 
@@ -286,24 +204,37 @@ def _check_field(path: str, value: Any, kinds: tuple[Any, ...], constraint: str)
         raise ConfigError(path, constraint, repr(value)[:60], f"pass {constraint}")
 
 
-def _act_name(a: QuantKey | Bf16Marker | None | _Unset) -> str | None:
-    if a is UNSET:
+def normalize_backend_name(name: str) -> str:
+    """``--moe-backend`` spelling → the one form the matrix indexes: case-insensitive,
+    '-' accepted for '_', surrounding blanks ignored."""
+    return name.strip().lower().replace("-", "_")
+
+
+def _activation(path: str, value: Any) -> QuantKey | Bf16Marker | None:
+    """An activation field as a key: ``UNSET``/``None`` → ``None`` (nothing said),
+    a name → its key (``"bf16"`` → the strict :data:`BF16`)."""
+    if value is None or value is UNSET:
         return None
-    return canonical_name(a)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        return BF16 if value == "bf16" else parse_quant_key(value, path=path)
+    _check_field(path, value, (QuantKey, Bf16Marker), "a QuantKey, BF16, a key name or None")
+    return value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
 class SelectionRequest:
     """Everything :func:`oracle.select` decides on.
 
-    ``activation`` is the user's override (``None``/``UNSET`` = no override;
-    :data:`oracle.keys.BF16` = strict BF16); ``checkpoint_activation`` is what the
-    checkpoint declares (``None``/``UNSET`` = nothing declared).
+    ``activation`` is the user's override and ``checkpoint_activation`` what the
+    checkpoint declares; for both, ``None`` (or ``UNSET``) means nothing said and
+    :data:`oracle.keys.BF16` the strict "BF16 activations".  Key names are accepted
+    and stored as keys; ``moe_backend`` is stored normalised (``FlashInfer-TRTLLM``
+    → ``flashinfer_trtllm``).
     """
 
     weight: QuantKey = kMxfp4Static
-    activation: QuantKey | Bf16Marker | None | _Unset = None
-    checkpoint_activation: QuantKey | Bf16Marker | None | _Unset = None
+    activation: QuantKey | Bf16Marker | None = None
+    checkpoint_activation: QuantKey | Bf16Marker | None = None
     moe_backend: str = "auto"
     device: Device = Device("cpu", "cpu")
     environment: Environment = field(default_factory=Environment.assume_all)
@@ -313,9 +244,9 @@ class SelectionRequest:
     def __post_init__(self) -> None:
         _check_field("weight", self.weight, (QuantKey,), "a QuantKey")
         for name in ("activation", "checkpoint_activation"):
-            _check_field(name, getattr(self, name), (QuantKey, Bf16Marker, _Unset, type(None)),
-                         "a QuantKey, BF16 or None")
+            object.__setattr__(self, name, _activation(name, getattr(self, name)))
         _check_field("moe_backend", self.moe_backend, (str,), "a backend name string")
+        object.__setattr__(self, "moe_backend", normalize_backend_name(self.moe_backend))
         _check_field("device", self.device, (Device,), "a Device (Device.parse('sm90'))")
         _check_field("environment", self.environment, (Environment,),
                      "an Environment (Environment.assume_all())")
@@ -327,17 +258,16 @@ class SelectionRequest:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        def name(key: QuantKey | Bf16Marker | None) -> str | None:
+            return None if key is None else canonical_name(key)
+
         return {
             "weight": canonical_name(self.weight),
-            "activation": _act_name(self.activation) if self.activation is not None else None,
-            "checkpoint_activation": (_act_name(self.checkpoint_activation)
-                                      if self.checkpoint_activation is not None else None),
+            "activation": name(self.activation),
+            "checkpoint_activation": name(self.checkpoint_activation),
             "moe_backend": self.moe_backend,
             "device": self.device.name,
             "libraries": self.environment.describe(),
             "layer": self.layer.to_dict() if self.layer else None,
             "allow_activation_fallback": self.allow_activation_fallback,
         }
-
-
-_ = BF16  # re-exported for convenience

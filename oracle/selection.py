@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from oracle.gates import Reason
 from oracle.keys import QuantKey, canonical_name
-from oracle.reasons import Reason
 from oracle.request import SelectionRequest
 
-__all__ = ["Rejection", "Verdict", "Selection"]
+__all__ = ["Rejection", "Verdict", "Selection", "fingerprint_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,15 @@ class Verdict:
                 "reason": self.reason.value if self.reason else None, "detail": self.detail}
 
 
+def fingerprint_of(payload: Any) -> str:
+    """16 hex digits of SHA-256 over ``payload`` as canonical JSON."""
+    import hashlib  # on first use: together they cost more than a whole selection
+    import json
+
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """The winner and a report of every candidate's fate.
@@ -49,8 +58,10 @@ class Selection:
     ``eligible`` lists every candidate that could run, winner first, in preference
     order; ``rejected`` every one that cannot, with its reason.  ``notes`` records
     what a reader of the logs must know: an activation fallback, weight padding.
-    ``fingerprint`` hashes the request and the matrix version, so two ranks that
-    decided on different inputs show different fingerprints.
+    ``fingerprint`` hashes ``fingerprint_input`` (the request -- every rank's, for a
+    group -- and the matrix version), so two ranks that decided on different inputs
+    show different fingerprints.  It is computed when read, not at selection: the
+    hash and JSON modules cost more to import than the whole first selection.
     """
 
     backend: str
@@ -63,7 +74,11 @@ class Selection:
     activation_fallback: bool
     request: SelectionRequest
     matrix_version: str
-    fingerprint: str
+    fingerprint_input: Any = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of(self.fingerprint_input)
 
     def to_dict(self) -> dict[str, Any]:
         return {

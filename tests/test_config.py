@@ -9,7 +9,7 @@ from oracle.config import (SHORTHANDS, QuantizationConfigArgs, QuantSpec,
 from oracle.errors import ConfigError, UnknownQuantKey
 from oracle.keys import (BF16, kFp8Static128BlockSym, kFp8StaticChannelSym, kFp8StaticTensorSym,
                          kInt8StaticChannelSym, kMxfp4Static, kMxfp8Dynamic, kNvfp4Static)
-from oracle.request import UNSET
+from oracle.keys import UNSET
 
 DESUGAR = {
     "fp8_per_tensor": (kFp8StaticTensorSym, kFp8StaticTensorSym),

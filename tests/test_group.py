@@ -47,7 +47,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     from oracle import Environment, SelectionRequest
-    from oracle.probe import select_for_group
+    from oracle.group import select_for_group
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=60))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import copy
 import pickle
 
 import pytest
@@ -266,5 +267,6 @@ def test_keys_differ_by_any_field():
 
 def test_bf16_marker_is_a_singleton_that_survives_pickling():
     assert pickle.loads(pickle.dumps(BF16)) is BF16
-    assert type(BF16)() is BF16
+    assert type(BF16)("bf16") is BF16  # a one-member enum: constructing gives the member
+    assert copy.deepcopy(BF16) is BF16 and copy.copy(BF16) is BF16
     assert BF16 is not None

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import copy
 import re
+import tomllib
+from importlib import resources
+from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from oracle import keys
 from oracle.errors import MatrixError, OracleError
 from oracle.keys import KEY_CONSTANTS
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Row, load_matrix, parse_matrix
-from oracle.request import LIBRARIES
+from oracle.platforms import LIBRARIES
 from oracle.selector import resolve_backend_name
 
 # Every vLLM Mxfp4MoeBackend member named by the issue, with its activation key
@@ -120,6 +126,50 @@ def test_bundled_text_reloads_to_an_equal_table():
     assert again.rows == MATRIX.rows
     assert dict(again.names) == dict(MATRIX.names)
     assert again.adjustments == MATRIX.adjustments
+
+
+def test_bundled_matrix_equals_a_fresh_tomllib_parse():
+    text = resources.files("oracle.matrix").joinpath("mxfp4_moe.toml").read_text("utf-8")
+    fresh = parse_matrix(tomllib.loads(text))
+    assert MATRIX == fresh
+    assert load_matrix() == fresh
+
+
+def test_bundled_table_is_found_through_resources_when_not_a_plain_file(monkeypatch):
+    from oracle.matrix import loader
+    on_disk = loader._bundled_text()
+    def no_plain_file(*_args, **_kwargs):
+        raise FileNotFoundError("inside a zip")
+
+    monkeypatch.setattr(loader, "open", no_plain_file, raising=False)  # the loader's open only
+    assert loader._bundled_text() == on_disk
+
+
+def test_derived_values_are_precomputed_not_cached():
+    """Platforms, display order and auto orders are computed at load; no cache exists."""
+    from oracle.matrix import loader
+    for name in ("marshal", "lru_cache", "_bundled_document", "_cache_path", "_write_cache"):
+        assert not hasattr(loader, name), name
+    assert not hasattr(MATRIX, "_memo") and not hasattr(MATRIX, "_order_cache")
+    row = MATRIX.by_name["FLASHINFER_TRTLLM_MXFP4_BF16"]
+    assert row.platforms == frozenset({"cuda"})
+    assert row.sorted_archs() == ["sm100", "sm103", "sm107"]
+    assert isinstance(row.sorted_archs(), list)
+    ranked = tuple(sorted(MATRIX.rows, key=lambda r: r.rank))
+    assert MATRIX.auto_order("sm130") == ranked  # no adjustment names it: plain rank order
+    assert MATRIX.auto_order("sm90") != ranked  # HUMMING moves before MARLIN
+    assert MATRIX.auto_order("sm90") is MATRIX.auto_order("sm90")
+    assert MATRIX.backend_names()[0] == "auto"
+
+
+def test_loader_imports_only_lower_floors():
+    """matrix/loader.py (floor 5) may import only oracle.errors, keys and platforms."""
+    from oracle.matrix import loader
+    tree = ast.parse(Path(loader.__file__).read_text("utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    oracle_modules = {m for m in imported if m == "oracle" or m.startswith("oracle.")}
+    assert oracle_modules <= {"oracle.errors", "oracle.keys", "oracle.platforms"}
 
 
 # ------------------------------------------------------------------ broken tables
@@ -403,3 +453,187 @@ def test_parse_matrix_takes_a_parsed_document():
     with pytest.raises(MatrixError) as info:
         parse_matrix(doc)
     assert (info.value.row, info.value.field) == ("BETA", "archs")
+
+
+# ------------------------------------------------------------------ the declared schema
+
+NAMES_BLOCK = '[names]\nalpha = ["ALPHA_BF16", "ALPHA_MXFP8"]\nbeta = ["BETA"]\n'
+ADJUSTMENT_BLOCK = '[[adjustment]]\narchs = ["sm120"]\nmove = "BETA"\nbefore = "ALPHA_BF16"\n'
+
+
+def _top_level(block: str, line: str) -> str:
+    """BASE with ``block`` removed and ``line`` as a top-level key instead."""
+    assert block in BASE
+    return BASE.replace(block, "").replace('version = "test-1"\n', f'version = "test-1"\n{line}\n')
+
+
+@pytest.mark.parametrize("text, row, field", [
+    pytest.param(_top_level(NAMES_BLOCK, "names = 0"), "<table>", "names", id="names-0"),
+    pytest.param(_top_level(NAMES_BLOCK, 'names = "x"'), "<table>", "names", id="names-str"),
+    pytest.param(_top_level(ADJUSTMENT_BLOCK, "adjustment = 0"), "<table>", "adjustment",
+                 id="adjustment-0"),
+    pytest.param(_top_level(ADJUSTMENT_BLOCK, "adjustment = [1]"), "adjustment#0", "adjustment",
+                 id="adjustment-not-a-table"),
+    pytest.param(_top_level(NAMES_BLOCK, 'names = { alpha = ["ALPHA_BF16", "ALPHA_MXFP8"], '
+                            'Beta = ["BETA"] }'), "names.Beta", "name", id="names-alias-case"),
+    pytest.param(_broken('beta = ["BETA"]', 'beta = ["BETA", 1]'), "names.beta", "members",
+                 id="names-member-not-a-string"),
+    pytest.param(_broken('beta = ["BETA"]', 'beta = ["BETA", "BETA"]'), "names.beta", "members",
+                 id="names-duplicate-member"),
+    pytest.param(_broken('beta = ["BETA"]', "beta = []"), "names.beta", "members",
+                 id="names-empty"),
+    pytest.param(_broken('move = "BETA"', "move = []"), "adjustment#0", "move", id="move-list"),
+    pytest.param(_broken('before = "ALPHA_BF16"', "before = 3"), "adjustment#0", "before",
+                 id="before-int"),
+    pytest.param(_broken('before = "ALPHA_BF16"', 'before = "ALPHA_BF16"\nafter = "ALPHA_MXFP8"'),
+                 "adjustment#0", "before/after", id="before-and-after"),
+    pytest.param(_broken('before = "ALPHA_BF16"\n', ""), "adjustment#0", "before/after",
+                 id="neither-before-nor-after"),
+    pytest.param(_broken('before = "ALPHA_BF16"', 'before = "BETA"'), "adjustment#0", "before",
+                 id="anchored-on-itself"),
+    pytest.param(_broken('before = "ALPHA_BF16"', 'before = "ALPHA_BF16"\nwhen = "always"'),
+                 "adjustment#0", "when", id="adjustment-unknown-key"),
+    pytest.param(_broken('min_versions = { flashinfer = "0.6.0" }',
+                         f'min_versions = {{ flashinfer = "{"1" * 5000}" }}'),
+                 "ALPHA_BF16", "min_versions", id="min_versions-5000-digits"),
+    pytest.param(_broken('min_versions = { flashinfer = "0.6.0" }',
+                         'min_versions = { flashinfer = "²" }'),
+                 "ALPHA_BF16", "min_versions", id="min_versions-superscript"),
+    pytest.param(_broken('min_versions = { flashinfer = "0.6.0" }',
+                         'min_versions = { flashinfer = "0.٦.0" }'),
+                 "ALPHA_BF16", "min_versions", id="min_versions-arabic-indic-digit"),
+    pytest.param(_broken('activation_fns = ["swiglu"]', "activation_fns = [1]"),
+                 "ALPHA_MXFP8", "activation_fns", id="activation_fns-int"),
+    pytest.param(_broken('activation_fns = ["swiglu"]', 'activation_fns = [""]'),
+                 "ALPHA_MXFP8", "activation_fns", id="activation_fns-empty-name"),
+    pytest.param(_broken('activation_fns = ["swiglu"]', "activation_fns = []"),
+                 "ALPHA_MXFP8", "activation_fns", id="activation_fns-empty"),
+    pytest.param(_broken('layout = "l2"\n', 'layout = "l2"\nflashinfer_runner = 3\n'),
+                 "BETA", "flashinfer_runner", id="flashinfer_runner-int"),
+    pytest.param(_broken('layout = "l2"\n', 'layout = "l2"\nflashinfer_config = ["C"]\n'),
+                 "BETA", "flashinfer_config", id="flashinfer_config-list"),
+    pytest.param(_broken('layout = "l2"', 'layout = ""'), "BETA", "layout", id="layout-empty"),
+    pytest.param(_broken('layout = "l2"\n', 'layout = "l2"\nsource = [1]\n'), "BETA", "source",
+                 id="source-list"),
+    pytest.param(_broken('layout = "l2"\n', 'layout = "l2"\nnote = 1\n'), "BETA", "note",
+                 id="note-int"),
+    pytest.param(_broken('libraries = ["torch"]', 'libraries = ["torch", "torch"]'),
+                 "BETA", "libraries", id="libraries-duplicate"),
+    pytest.param(_broken('link = "https://example.invalid/1"\n',
+                         'link = "https://example.invalid/1"\nflavour = "x"\n'),
+                 "ALPHA_BF16", "arch_status.sm100.flavour", id="arch_status-unknown-key"),
+    pytest.param(_broken('status = "known_bad"\nreason', 'status = "supported"\nreason'),
+                 "ALPHA_BF16", "arch_status.sm100.status", id="arch_status-supported"),
+    pytest.param(_broken('link = "https://example.invalid/1"', "link = 1"),
+                 "ALPHA_BF16", "arch_status.sm100.link", id="arch_status-link-int"),
+    pytest.param(_broken("[row.arch_status.sm100]", '[row.arch_status."SM100"]'),
+                 "ALPHA_BF16", "arch_status.SM100", id="arch_status-non-canonical-arch"),
+    pytest.param(_broken('layout = "l2"\n',
+                         'layout = "l2"\nflashinfer_divergence = { sm90 = 1 }\n'),
+                 "BETA", "flashinfer_divergence.sm90", id="divergence-reason-int"),
+    pytest.param(_broken('layout = "l2"\n',
+                         'layout = "l2"\nflashinfer_divergence = { "9.0" = "why" }\n'),
+                 "BETA", "flashinfer_divergence.9.0", id="divergence-non-canonical-arch"),
+    pytest.param(_broken('layout = "l2"\n', 'layout = "l2"\nflashinfer_divergence = "sm90"\n'),
+                 "BETA", "flashinfer_divergence", id="divergence-not-a-table"),
+    pytest.param(_broken("schema = 1\n", 'schema = 1\nflavour = "x"\n'), "<table>", "flavour",
+                 id="top-level-unknown-key"),
+    pytest.param(_broken("schema = 1", "schema = true"), "<table>", "schema", id="schema-true"),
+    pytest.param(_broken("schema = 1", "schema = 1.0"), "<table>", "schema", id="schema-float"),
+    pytest.param(_broken('version = "test-1"', 'version = ""'), "<table>", "version",
+                 id="version-empty"),
+    pytest.param(_broken("rank = 30", "rank = true"), "BETA", "rank", id="rank-bool"),
+    pytest.param(_broken("hidden_align = 32", "hidden_align = true"), "BETA", "hidden_align",
+                 id="align-bool"),
+    pytest.param(_broken('name = "BETA"', 'name = "Beta"'), "Beta", "name", id="name-case"),
+])
+def test_schema_rejections(text, row, field):
+    err = _refuses(text)
+    assert (err.row, err.field) == (row, field)
+    assert len(str(err)) < 600  # a 5000-digit value is quoted cut short, not in full
+
+
+def test_toml_decode_error_names_the_table():
+    err = _refuses(BASE + "\n[[row]\nname = \n")
+    assert (err.row, err.field) == ("<table>", "toml")
+
+
+def test_document_that_is_not_a_table():
+    with pytest.raises(MatrixError) as info:
+        parse_matrix(0)  # type: ignore[arg-type]
+    assert info.value.row == "<table>"
+
+
+@pytest.mark.parametrize("arch, canonical", [("SM90", "sm90"), ("9.0", "sm90"), ("sm_90", "sm90"),
+                                             ("sm90a", "sm90"), ("cuda90", "sm90"), (" cpu", "cpu"),
+                                             ("GFX950", "gfx950")])
+def test_non_canonical_arch_spelling_is_refused_with_the_canonical_one(arch, canonical):
+    err = _refuses(_broken('archs = ["sm120", "cpu"]', f'archs = ["sm120", "{arch}"]'))
+    assert (err.row, err.field) == ("BETA", "archs")
+    assert canonical in err.fix
+
+
+def test_any_canonical_arch_is_accepted_even_out_of_scope():
+    m = load_matrix(_broken('archs = ["sm120", "cpu"]', 'archs = ["sm120", "sm101", "gfx1200"]'))
+    assert m.by_name["BETA"].platforms == frozenset({"cuda", "rocm"})
+    assert m.by_name["BETA"].sorted_archs() == ["sm120", "gfx1200", "sm101"]
+
+
+def test_min_versions_are_pep440_versions():
+    m = load_matrix(_broken('flashinfer = "0.6.0"', 'flashinfer = "0.6.0rc1"'))
+    ((lib, minimum),) = m.by_name["ALPHA_BF16"].min_versions
+    assert lib == "flashinfer" and isinstance(minimum, Version)
+    assert minimum < Version("0.6.0")
+
+
+def _leaves(node, path=()):
+    """Every (path, value) in a parsed document, tables and arrays included."""
+    yield path, node
+    children = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, list) else ())
+    for key, child in children:
+        yield from _leaves(child, (*path, key))
+
+
+_DELETED = object()
+_JUNK = [_DELETED, 0, -32, 1.5, True, "", "x", "None", [], [1], [""], {}, {"x": 1}, "1" * 5000,
+         "²"]
+
+
+def test_any_wrong_value_anywhere_is_a_matrix_error():
+    """Replacing any value of the test table by junk gives a valid table or a MatrixError,
+    never a TypeError, KeyError, ValueError or AttributeError from inside the loader."""
+    base = tomllib.loads(BASE)
+    paths = [p for p, _ in _leaves(base) if p]
+    for path in paths:
+        for junk in _JUNK:
+            doc = copy.deepcopy(base)
+            parent = doc
+            for key in path[:-1]:
+                parent = parent[key]
+            if junk is _DELETED:
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = junk
+            try:
+                parse_matrix(doc)
+            except MatrixError as err:
+                assert err.row and err.field, (path, junk)
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                pytest.fail(f"{path} = {junk!r:.40}: {type(exc).__name__}: {exc}")
+
+
+def test_a_5000_digit_integer_in_the_table_is_a_matrix_error():
+    from oracle.errors import MatrixError
+    from oracle.matrix import load_matrix
+    text = _bundled_text()
+    huge = text.replace("rank = 10\n", "rank = " + "1" * 5000 + "\n", 1)
+    assert huge != text
+    with pytest.raises(MatrixError) as info:
+        load_matrix(huge)
+    assert (info.value.row, info.value.field) == ("<table>", "toml")
+
+
+def _bundled_text() -> str:
+    from importlib import resources
+    return resources.files("oracle.matrix").joinpath("mxfp4_moe.toml").read_text("utf-8")

@@ -11,7 +11,8 @@ from oracle.cli import main, parse_argv
 from oracle.errors import ActivationConflict, ConfigError, NoEligibleBackend, UnknownBackend
 from oracle.keys import BF16, kMxfp4Static, kMxfp8Dynamic
 from oracle.model import build_request, checkpoint_quant, layer_from_config, load_model_config
-from oracle.request import UNSET, Environment
+from oracle.keys import UNSET
+from oracle.request import Environment
 
 ALL = Environment.assume_all()
 

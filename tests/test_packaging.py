@@ -7,11 +7,33 @@ import os
 import subprocess
 import sys
 import venv
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: What a loader needs at model init: the packages, the matrix TOML and the model JSONs.
+WHEEL_PACKAGES = {"oracle": "oracle", "oracle/models": "oracle/models", "oracle/matrix": "matrix",
+                  "oracle/kernels": "kernels", "oracle/kernels/jit": "kernels/jit"}
+WHEEL_SUFFIXES = {".py", ".toml", ".json"}
+
+
+def check_wheel_contents(names: list[str]) -> None:
+    """The wheel holds the product modules only: no device job, no tools/, tests, docs or benchmarks."""
+    payload = [n for n in names if not n.split("/")[0].endswith(".dist-info") and not n.endswith("/")]
+    assert not [n for n in names if "device_check" in n]
+    assert not [n for n in names if "tools/" in n or n.startswith(("tests/", "benchmarks/", "docs/"))]
+    for n in payload:
+        path = PurePosixPath(n)
+        assert str(path.parent) in WHEEL_PACKAGES, n
+        assert path.suffix in WHEEL_SUFFIXES, n
+    # every shipped module is one of the repo's package modules (and all of them are shipped)
+    shipped = {n for n in payload if n.endswith(".py")}
+    expected = {f"{pkg}/{f.name}" for pkg, src in WHEEL_PACKAGES.items() for f in (ROOT / src).glob("*.py")}
+    assert shipped == expected
+    assert "oracle/matrix/mxfp4_moe.toml" in payload
 
 
 def test_import_oracle_pulls_in_neither_torch_nor_flashinfer():
@@ -21,6 +43,24 @@ def test_import_oracle_pulls_in_neither_torch_nor_flashinfer():
     out = subprocess.run([sys.executable, "-c", "import json; " + code], check=True,
                          capture_output=True, text=True, cwd="/").stdout
     assert json.loads(out) == []
+
+
+def test_packages_list_names_no_tool_package():
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert sorted(p.replace(".", "/") for p in packages) == sorted(WHEEL_PACKAGES)
+    assert not (ROOT / "kernels" / "tools").exists() and (ROOT / "tools" / "device_check.py").is_file()
+
+
+def test_wheel_content_check_rejects_lab_files():
+    good = sorted(f"{pkg}/{f.name}" for pkg, src in WHEEL_PACKAGES.items() for f in (ROOT / src).glob("*.py"))
+    good += ["oracle/matrix/mxfp4_moe.toml", "mxfp4_oracle-0.1.0.dist-info/RECORD"]
+    check_wheel_contents(good)
+    for extra in ("oracle/kernels/tools/device_check.py", "tools/jit_research.py", "oracle/kernels/notes.md",
+                  "benchmarks/kernel_bench.py", "oracle/kernels/jit/probe.py"):
+        with pytest.raises(AssertionError):
+            check_wheel_contents(good + [extra])
 
 
 def test_subpackages_are_served_under_oracle():
@@ -37,6 +77,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_outside_the_repo(tmp_path):
                     str(ROOT)], check=True, capture_output=True, timeout=600)
     wheels = list(dist.glob("mxfp4_oracle-*.whl"))
     assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as zf:
+        check_wheel_contents(zf.namelist())
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
@@ -47,19 +89,21 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_outside_the_repo(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{env_dir / 'bin'}:{env['PATH']}"
     cli = str(env_dir / "bin" / "mxfp4-oracle")
-    # The exact command: the fresh venv holds no kernel library (not even torch), so the
-    # honest answer is the aggregated error, as contract JSON with exit status 2.
+    # The exact command: sm90 is not this (CPU) machine, so the answer is for a deployment
+    # with every kernel library -- vLLM's sm90 answer, TRITON -- and stderr says so.
     res = subprocess.run([cli, "select", "--device", "sm90", "--json"], cwd=outside,
                          capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["backend"] == "TRITON"
+    assert "--libraries" in res.stderr
+    # The fresh venv itself holds no kernel library (not even torch): described as it
+    # is, the honest answer is the aggregated error, as contract JSON with exit status 2.
+    res = subprocess.run([cli, "select", "--device", "sm90", "--libraries", "none", "--json"],
+                         cwd=outside, capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2, res.stderr
     err = json.loads(res.stdout)
     assert err["error"] == "NoEligibleBackend"
     assert {r["reason"] for r in err["rejected"]} >= {"library_missing"}
-    # With every library assumed present, the answer for sm90 is vLLM's: TRITON.
-    res = subprocess.run([cli, "select", "--device", "sm90", "--libraries", "all", "--json"],
-                         cwd=outside, capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["backend"] == "TRITON"
     # The wheel must not install top-level `kernels` or `matrix` packages.
     listing = subprocess.run([str(py), "-c", "import importlib.util as u; "
                               "print(u.find_spec('kernels'), u.find_spec('matrix'))"],

@@ -11,7 +11,7 @@ import pytest
 
 from oracle import Device, Environment
 from oracle.probe import DISTRIBUTIONS, detect_device, detect_environment
-from oracle.request import LIBRARIES, parse_version
+from oracle.platforms import LIBRARIES, Version, parse_version
 
 
 def _run(code: str) -> str:
@@ -29,7 +29,7 @@ def test_detect_device_cpu_machine():
     if _has_cuda():
         pytest.skip("this machine has a GPU")
     assert detect_device() == Device("cpu", "cpu")
-    assert Device.detect() == Device.parse("cpu")
+    assert detect_device() == Device.parse("cpu")
 
 
 def test_detect_device_without_torch(monkeypatch):
@@ -87,13 +87,12 @@ def test_detect_environment_reads_metadata():
     env = detect_environment()
     assert isinstance(env, Environment) and not env.all_present
     assert env.has("flashinfer")
-    assert env.version("flashinfer")[:3] == (0, 7, 2)
+    assert env.version("flashinfer").release[:3] == (0, 7, 2)
     assert env.version("flashinfer") == parse_version(metadata.version("flashinfer-python"))
     assert env.has("torch")
     assert env.version("torch") == parse_version(metadata.version("torch"))
     for name, _ in env.libraries:
         assert name in LIBRARIES
-    assert Environment.detect() == env
 
 
 def test_distribution_map_targets_known_libraries():
@@ -132,12 +131,12 @@ def test_detect_environment_maps_distributions(monkeypatch):
         "triton-kernels": "1.0", "nvidia-cutlass-dsl": "4.2", "cuda-tile": "1.0", "b12x": "0.1",
         "humming": "0.2", "torch": "2.13.0+cpu", "unrelated": "9"})
     env = probe.detect_environment()
-    assert env.version("flashinfer") == (0, 7, 2)
-    assert env.version("deep_gemm") == (2, 1, 0)
+    assert env.version("flashinfer") == Version("0.7.2.post1")
+    assert env.version("deep_gemm") == Version("2.1.0")
     assert env.has("aiter") and env.version("aiter") is None  # present, version unknown
-    assert env.version("intel_xpu") == (2, 7)  # the higher of the two providers
-    assert env.version("vllm_ops") == (0, 11, 0)
-    assert env.version("torch") == (2, 13, 0)
+    assert env.version("intel_xpu") == Version("2.7")  # the higher of the two providers
+    assert env.version("vllm_ops") == Version("0.11.0rc1") < Version("0.11.0")  # PEP 440
+    assert env.version("torch") == Version("2.13.0+cpu")
     assert {n for n, _ in env.libraries} == set(LIBRARIES)
 
 
@@ -152,6 +151,6 @@ def test_select_for_group_needs_an_initialized_group():
     if dist.is_initialized():  # pragma: no cover
         pytest.skip("a process group is already initialized")
     from oracle import OracleError, SelectionRequest
-    from oracle.probe import select_for_group
+    from oracle.group import select_for_group
     with pytest.raises(OracleError, match="init_process_group"):
         select_for_group(SelectionRequest())

@@ -24,7 +24,7 @@ from oracle import (BF16, Device, Environment, NoEligibleBackend, SelectionReque
                     select)
 from oracle.keys import canonical_name
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
-from oracle.request import UNSET
+from oracle.keys import UNSET
 from oracle.selector import resolve_backend_name
 
 PINS = [n for n in MATRIX.backend_names() if n != "auto"]
@@ -59,7 +59,7 @@ import json, sys
 from oracle import Device, Environment, OracleError, SelectionRequest, select
 from oracle.keys import BF16
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
-from oracle.request import UNSET
+from oracle.keys import UNSET
 acts = [UNSET, BF16, *dict.fromkeys(r.activation for r in MATRIX.rows if r.activation is not None)]
 out = {}
 for arch in ARCHS_IN_SCOPE:
@@ -117,14 +117,15 @@ def test_poisoned_environment_changes_no_cli_answer(argv):
 
 
 def test_poisoned_environment_probe_still_cpu(monkeypatch):
+    from oracle.probe import detect_device, detect_environment
+    clean = detect_environment()
     for k, v in POISON.items():
         monkeypatch.setenv(k, v)
-    from oracle.probe import detect_device, detect_environment
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():  # pragma: no cover - GPU machines
         pytest.skip("GPU visible")
     assert detect_device() == Device("cpu", "cpu")
-    assert detect_environment() == Environment.detect()
+    assert detect_environment() == clean
 
 
 def _requests(pins=PINS, envs=ENVIRONMENTS, wheres=("override", "checkpoint")):

@@ -9,9 +9,8 @@ this package imports neither torch nor flashinfer; the functions do.
 from oracle.kernels.jit.errors import KernelBuildError
 
 __all__ = [
-    "KernelBuildError", "build_cutlass_w4a16_sm90", "install", "check_toolchain",
-    "cache_key", "estimate_full_build", "probe_full_objects", "DEFAULT_TILES", "K512_TILES",
-    "WORKSPACE_TILE", "Tile", "TrimmedBuild", "installed_module_name",
+    "KernelBuildError", "build_cutlass_w4a16_sm90", "install", "uninstall", "check_toolchain",
+    "cache_key", "DEFAULT_TILES", "WORKSPACE_TILE", "Tile", "TrimmedBuild", "installed_module_name",
 ]
 
 

@@ -2,8 +2,7 @@
 
 FlashInfer's ``gen_cutlass_fused_moe_sm90_module()`` compiles 248 translation
 units (every dtype pair, every tile shape x cluster x schedule) -- 75-100 minutes
-on 16 cores, longer than a device lease.  The MXFP4-weight x BF16-activation
-path (``CutlassW4A16Runner``) needs a small part of it:
+on 16 cores.  The MXFP4-weight x BF16-activation path (``CutlassW4A16Runner``) needs a small part of it:
 
 * the non-generated sources that hold the binding, the heuristics, the
   interleave kernels and the ``MoeGemmRunner<bf16, fp4>`` dispatch
@@ -37,7 +36,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,9 +46,9 @@ from oracle.kernels.jit import stubs as _stubs
 from oracle.kernels.jit.errors import KernelBuildError
 
 __all__ = [
-    "GENERATOR_VERSION", "DEFAULT_TILES", "K512_TILES", "WORKSPACE_TILE", "probe_full_objects", "KEEP_SOURCES", "Tile",
-    "Instantiation", "TrimmedBuild", "build_cutlass_w4a16_sm90", "install",
-    "check_toolchain", "parse_generated_file", "cache_key", "estimate_full_build",
+    "GENERATOR_VERSION", "DEFAULT_TILES", "WORKSPACE_TILE", "KEEP_SOURCES", "Tile",
+    "Instantiation", "TrimmedBuild", "build_cutlass_w4a16_sm90", "install", "uninstall",
+    "installed_module_name", "check_toolchain", "parse_generated_file", "cache_key",
 ]
 
 #: Bumped whenever the trimming logic changes what gets built (part of the cache key).
@@ -115,16 +113,6 @@ DEFAULT_TILES: tuple[Tile, ...] = (
     Tile(128, 128, 128, "Cooperative"),
     Tile(128, 256, 128, "Cooperative"),
 )
-#: Experimental decode set: with H and I padded to a multiple of 512 (2880 -> 3072) the
-#: K-tile 256/512 configs become legal (K % tile_k == 0); FlashInfer's W4A16 filter
-#: still drops K-tile 512 for tile N >= 128.  Used by the device check's variant run.
-K512_TILES: tuple[Tile, ...] = DEFAULT_TILES + (
-    Tile(64, 16, 256, "Pingpong"), Tile(64, 16, 512, "Pingpong"),
-    Tile(64, 32, 256, "Pingpong"), Tile(64, 32, 512, "Pingpong"),
-    Tile(64, 64, 256, "Pingpong"),
-    Tile(128, 16, 256, "Cooperative"), Tile(128, 16, 512, "Cooperative"),
-    Tile(128, 32, 256, "Cooperative"), Tile(128, 32, 512, "Cooperative"),
-)
 #: calcMaxWorkspaceSizeTmaWarpSpecializedMixedInput sizes the workspace with this
 #: instantiation (K-tile 256 for FP4 weights); it must be real, never a stub.
 WORKSPACE_TILE = Tile(128, 64, 256, "Cooperative")
@@ -158,8 +146,6 @@ class TrimmedBuild:
     kept_tiles: list[str]
     stubbed_symbols: int
     full_object_count: int
-    full_generated_instantiations: int
-    object_seconds: dict[str, float] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
     built_now: int = 0
     unresolved_c_symbols: list[str] = field(default_factory=list)
@@ -174,8 +160,7 @@ class TrimmedBuild:
             "library_path": str(self.library_path), "kept_sources": self.kept_sources,
             "kept_tiles": self.kept_tiles, "stubbed_symbols": self.stubbed_symbols,
             "object_count": self.object_count, "full_object_count": self.full_object_count,
-            "full_generated_instantiations": self.full_generated_instantiations,
-            "object_seconds": self.object_seconds, "phase_seconds": self.phase_seconds,
+            "phase_seconds": self.phase_seconds,
             "built_now": self.built_now, "unresolved_c_symbols": self.unresolved_c_symbols,
         }
 
@@ -342,23 +327,6 @@ def _ninja_edges(ninja_file: Path) -> dict[str, str]:
     return edges
 
 
-def _ninja_log_durations(build_dir: Path) -> dict[str, float]:
-    log = build_dir / ".ninja_log"
-    out: dict[str, float] = {}
-    if not log.exists():
-        return out
-    for line in log.read_text().splitlines():
-        if line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) >= 4:
-            try:
-                out[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000.0
-            except ValueError:
-                continue
-    return out
-
-
 def _run_ninja(ninja: str, build_dir: Path, ninja_file: Path, targets: Sequence[str], *,
                jobs: int | None, label: str, progress: Callable[[str], None],
                heartbeat_s: float = 30.0) -> int:
@@ -499,10 +467,8 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
     # ---- select the kept generated instantiations
     wanted = sorted(set(tiles) | {WORKSPACE_TILE})
     all_stmts: list[tuple[str, Instantiation, str]] = []
-    n_generated = 0
     for g in sorted(generated):
         pre, stmts, post = parse_generated_file(g)
-        n_generated += len(stmts)
         all_stmts += [(pre, s, post) for s in stmts]
     chosen: dict[Tile, tuple[str, Instantiation, str]] = {}
     for pre, s, post in all_stmts:
@@ -602,14 +568,11 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
     phases["stubs_link"] = time.time() - t2
     phases["total"] = time.time() - t0
 
-    durations = _ninja_log_durations(build_dir)
-    obj_secs = {Path(o).name: durations[o] for o in objects if o in durations}
     result = TrimmedBuild(
         name=name, key=key, flashinfer_version=flashinfer.__version__, spec=spec,
         library_path=so, kept_sources=kept_rel + [runner_tu.name],
         kept_tiles=[str(t) for t in wanted], stubbed_symbols=len(missing_syms),
-        full_object_count=len(full.sources), full_generated_instantiations=n_generated,
-        object_seconds=obj_secs, phase_seconds=phases, built_now=built,
+        full_object_count=len(full.sources), phase_seconds=phases, built_now=built,
         unresolved_c_symbols=[u for u in unresolved if not u.startswith("_Z")][:50])
     (build_dir / "oracle_build.json").write_text(json.dumps(result.to_dict(), indent=1))
     progress(f"[oracle jit] {name}: {so} ({so.stat().st_size / 2**20:.1f} MiB), "
@@ -649,98 +612,18 @@ def install(build: TrimmedBuild) -> None:
     _INSTALLED["name"] = build.name
 
 
+def uninstall() -> None:
+    """Give FlashInfer's SM90 CUTLASS MoE loader its own generator back (the stock module)."""
+    original = _INSTALLED.get("original")
+    if original is None:
+        return
+    from flashinfer.fused_moe import core
+
+    core.gen_cutlass_fused_moe_sm90_module = original
+    core.get_cutlass_fused_moe_module.cache_clear()
+    _INSTALLED.pop("name", None)
+
+
 def installed_module_name() -> str | None:
+    """Name of the trimmed module FlashInfer's loader serves now, or None."""
     return _INSTALLED.get("name")
-
-
-def estimate_full_build(build: TrimmedBuild, *, cores: int) -> dict[str, float]:
-    """Upper-bound estimate of the full ``fused_moe_90`` build from the objects measured here.
-
-    (The measured estimate is :func:`probe_full_objects`, which compiles sample
-    objects of the full module itself; this one needs no extra compilation.)
-
-    Generated files of the full build hold ~``full_generated_instantiations / n_files``
-    GEMM instantiations each; each is charged the mean measured time of one of our
-    single-instantiation GEMM objects (an upper-ish bound: header parsing is counted per
-    instantiation).  The 28 non-generated sources are charged the mean of the
-    non-generated objects measured here.  Wall time = CPU-seconds / cores (perfect
-    packing, a lower bound for the real schedule).
-    """
-    gemm = [v for k, v in build.object_seconds.items() if "w4a16_gemm_" in k]
-    other = [v for k, v in build.object_seconds.items() if "w4a16_gemm_" not in k]
-    if not gemm or not other:
-        return {}
-    n_gen_files = build.full_object_count - 28
-    per_inst = sum(gemm) / len(gemm)
-    per_other = sum(other) / len(other)
-    cpu_full = build.full_generated_instantiations * per_inst + 28 * per_other
-    cpu_trim = sum(build.object_seconds.values())
-    return {
-        "per_gemm_instantiation_s": per_inst,
-        "per_non_generated_object_s": per_other,
-        "full_generated_files": n_gen_files,
-        "full_generated_instantiations": build.full_generated_instantiations,
-        "full_cpu_seconds_est": cpu_full,
-        "full_wall_seconds_est": cpu_full / cores,
-        "trimmed_cpu_seconds": cpu_trim,
-        "trimmed_critical_path_s": max(build.object_seconds.values()),
-    }
-
-
-def probe_full_objects(*, timeout_s: float = 300.0, jobs: int | None = None,
-                       progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Compile a sample of the *full* module's objects to measure their cost (no link).
-
-    One generated file of each family FlashInfer emits for ``fused_moe_90``
-    (fpA_intB GEMM, SM80 grouped, SM90 TMA-WS grouped, SM90 mixed-input grouped)
-    plus the dropped heavy non-generated sources.  Objects still compiling after
-    ``timeout_s`` are reported as lower bounds.  Returns per-object seconds, the
-    family sizes and the resulting full-build estimate.
-    """
-    if progress is None:
-        def progress(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
-    tools = check_toolchain()
-    flashinfer, jit_env, fi_fused_moe = _fi()
-    full = fi_fused_moe.gen_cutlass_fused_moe_sm90_module()
-    gen = [Path(s) for s in full.sources if str(s).endswith(".generated.cu")]
-    fams: dict[str, list[Path]] = {}
-    for g in gen:
-        fam = g.parent.parent.name + "/" + g.parent.name + ("/mixed" if "Mixed" in g.name else "")
-        fams.setdefault(fam, []).append(g)
-    sample = {fam: sorted(v)[len(v) // 2] for fam, v in fams.items()}
-    csrc = Path(jit_env.FLASHINFER_CSRC_DIR).resolve()
-    dropped_heavy = [Path(s) for s in full.sources if not str(s).endswith(".generated.cu")
-                     and Path(s).resolve().relative_to(csrc).as_posix() not in KEEP_SOURCES]
-    heavy = [s for s in dropped_heavy if s.suffix == ".cu"]
-    srcs = list(sample.values()) + heavy
-    name = "oracle_probe_" + full.name
-    spec = dataclasses.replace(full, name=name, sources=srcs)
-    build_dir = Path(spec.build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    spec.write_ninja()
-    edges = _ninja_edges(Path(spec.ninja_path))
-    cmd = [tools["ninja"], "-C", str(build_dir), "-f", str(spec.ninja_path), "-k", "0"]
-    if jobs:
-        cmd += ["-j", str(jobs)]
-    progress(f"[oracle jit] probing {len(srcs)} objects of the full module (timeout {timeout_s:.0f}s)")
-    t0 = time.time()
-    with open(build_dir / "oracle_probe.log", "w") as log:
-        proc = subprocess.Popen(cmd + list(edges), stdout=log, stderr=subprocess.STDOUT,
-                                cwd=str(build_dir), start_new_session=True)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            import signal
-
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-    wall = time.time() - t0
-    dur = _ninja_log_durations(build_dir)
-    per = {}
-    for obj, src in edges.items():
-        per[Path(src).name] = {"seconds": dur.get(obj, wall), "finished": obj in dur,
-                               "family": next((f for f, p in sample.items() if str(p.resolve()) == src), "non-generated")}
-    return {"families": {f: len(v) for f, v in fams.items()}, "samples": {f: p.name for f, p in sample.items()},
-            "objects": per, "wall_s": wall, "timeout_s": timeout_s,
-            "non_generated_dropped": [p.name for p in dropped_heavy]}

@@ -12,12 +12,14 @@ import math
 from typing import Any
 
 from hypothesis import strategies as st
+from packaging.version import Version
 
-from oracle import BF16, Device, Environment, LayerSpec, OracleError, SelectionRequest
-from oracle.keys import KEY_CONSTANTS, GroupShape, QuantKey, ScaleDesc, canonical_name, kMxfp4Static
+from oracle import BF16, Device, Environment, LayerSpec, OracleError, Reason, SelectionRequest
+from oracle.errors import escape
+from oracle.keys import (KEY_CONSTANTS, UNSET, GroupShape, QuantKey, ScaleDesc, canonical_name,
+                         kMxfp4Static)
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
-from oracle.reasons import Reason
-from oracle.request import LIBRARIES, UNSET
+from oracle.platforms import LIBRARIES
 
 KEYS = list(KEY_CONSTANTS.values())
 
@@ -81,16 +83,33 @@ devices = st.one_of(
     st.integers(-5, 2000).map(lambda n: ("cuda", n)),
 )
 
-VERSIONS = [None, (), (0,), (0, 6, 16), (0, 6, 17), (0, 6, 18), (0, 7, 2), (0, 7, 2, 1), (1,),
-            (99, 0), (2**64,), (10**6, 3)]
+# Versions: PEP 440 strings (pre-, post-, dev-releases, local labels) and Version values
+# near the matrix's minimums, int tuples (converted), and junk the Environment must
+# refuse with a ConfigError.  Environments are built in the test (construction may raise).
+VERSIONS = [None, (0,), (0, 6, 16), (0, 6, 17), (0, 6, 18), (0, 7, 2), (0, 7, 2, 1), (1,),
+            (99, 0), (10**6, 3), "0.6.16", "0.6.17rc1", "0.6.17", "0.6.17.0", "0.6.17.post1",
+            "0.6.18.dev0", "0.6.18a1", "0.7.2", "0.7.2rc1", "0.7.2.post1", "2.13.0+cpu",
+            "1!0.1", Version("0.6.17"), Version("0.6.18rc1"), Version("0.7.2.post1")]
+BAD_VERSIONS = [(), (2**64,), (-1,), (True,), (0, "7"), [0, 7], "", " ", "abc", "0.7.2-",
+                "\u0661.\u0662", "0." * 40, 0.7, 7, b"0.7.2"]
 _LIB_NAMES = [*LIBRARIES, "flashinfer_python", "FLASHINFER", "", "nope", "\u00e9"]
-environments = st.one_of(
-    st.sampled_from([Environment.assume_all(), Environment.none()]),
-    st.dictionaries(st.sampled_from(_LIB_NAMES), st.sampled_from(VERSIONS),
-                    max_size=6).map(Environment),
-    st.lists(st.sampled_from(LIBRARIES), min_size=5).map(lambda ls: Environment(
-        {n: None for n in ls})),
+environment_specs = st.one_of(
+    st.sampled_from(["all", "none"]),
+    st.dictionaries(st.sampled_from(_LIB_NAMES), st.sampled_from(VERSIONS), max_size=6),
+    st.dictionaries(st.sampled_from(_LIB_NAMES), st.sampled_from(VERSIONS + BAD_VERSIONS),
+                    max_size=4),
+    st.lists(st.sampled_from(LIBRARIES), min_size=5).map(lambda ls: {n: None for n in ls}),
 )
+
+
+def build_environment(spec: Any) -> Environment:
+    """The Environment an environment spec describes; raises for malformed versions."""
+    if spec == "all":
+        return Environment.assume_all()
+    if spec == "none":
+        return Environment.none()
+    return Environment(spec)
+
 
 _WEIRD_KEYS = [
     QuantKey("fp4_e2m1", ScaleDesc("e8m0", True, GroupShape(1, 16))),
@@ -106,29 +125,53 @@ _NAME_POOL = (_names + [n.upper() for n in _names] + [f" {n.replace('_', '-')} "
               + ["", " ", "AUTO", "auto ", "flashinfer", "trtllm", "mxfp4", "none", "None",
                  "flashinfer__trtllm", "\u0130", "a\x00uto", 5, None, b"auto"])
 backend_names = st.one_of(st.sampled_from(_NAME_POOL), st.text(max_size=24))
+_PLAUSIBLE_NAMES = [n for n in _NAME_POOL if isinstance(n, str) and n.strip()
+                    and n.strip().lower().replace("-", "_") in _names]
+_plausible_activations = st.sampled_from(
+    [None, UNSET, BF16, *dict.fromkeys(r.activation for r in MATRIX.rows if r.activation)])
 
 
 def request_specs(junk: st.SearchStrategy | None = junk) -> st.SearchStrategy:
-    """Keyword arguments for SelectionRequest, with ``device`` as a (platform, arch) pair
-    and ``layer`` as LayerSpec kwargs (or None); :func:`build_request` builds them."""
+    """Keyword arguments for SelectionRequest, with ``device`` as a (platform, arch) pair,
+    ``environment`` as an environment spec and ``layer`` as LayerSpec kwargs (or None);
+    :func:`build_request` builds them."""
     layer = st.one_of(st.none(), layer_kwargs(None), layer_kwargs(junk)) if junk is not None \
         else st.one_of(st.none(), layer_kwargs(None))
-    return st.fixed_dictionaries({
+    arbitrary = st.fixed_dictionaries({
         "weight": weights,
         "activation": activations,
         "checkpoint_activation": activations,
         "moe_backend": backend_names,
         "device": devices,
-        "environment": environments,
+        "environment": environment_specs,
         "layer": layer,
         "allow_activation_fallback": st.booleans(),
     })
+    # Each field drawn from its own junk-laden pool, a request that can actually succeed
+    # is about 1 in 1000; one branch in four keeps to plausible values (odd spellings,
+    # layers and library versions still included) so the success path of the property
+    # runs too.
+    plausible = st.fixed_dictionaries({
+        "weight": st.just(kMxfp4Static),
+        "activation": _plausible_activations,
+        "checkpoint_activation": st.sampled_from([None, UNSET]),
+        "moe_backend": st.one_of(st.sampled_from(["auto", "AUTO", " auto "]),
+                                 st.sampled_from(_PLAUSIBLE_NAMES)),
+        "device": st.sampled_from(_DEVICE_POOL[:len(ARCHS_IN_SCOPE)]),
+        "environment": st.one_of(st.just("all"), st.dictionaries(
+            st.sampled_from(LIBRARIES), st.sampled_from(VERSIONS), min_size=3)),
+        "layer": st.one_of(st.none(), layer_kwargs(None)),
+        "allow_activation_fallback": st.booleans(),
+    })
+    return st.one_of(arbitrary, arbitrary, arbitrary, plausible)
+
 
 
 def build_request(spec: dict[str, Any]) -> SelectionRequest:
     """The request a spec describes; raises the oracle's error for a malformed one."""
     kw = dict(spec)
     kw["device"] = Device(*kw["device"])
+    kw["environment"] = build_environment(kw["environment"])
     if kw["layer"] is not None:
         kw["layer"] = LayerSpec(**kw["layer"])
     return SelectionRequest(**kw)
@@ -137,7 +180,9 @@ def build_request(spec: dict[str, Any]) -> SelectionRequest:
 def spec_offenders(spec: dict[str, Any]) -> tuple[list[Any], list[str]]:
     """(values, field paths) an error about this spec may name."""
     values: list[Any] = [spec["device"], *spec["device"]]
-    paths = ["device", "environment", "weight", "activation", "moe_backend"]
+    if isinstance(spec["environment"], dict):
+        values += [*spec["environment"], *spec["environment"].values()]
+    paths = ["device", "environment", "libraries", "weight", "activation", "moe_backend"]
     if spec["layer"] is not None:
         values += list(spec["layer"].values())
         paths += [f"layer.{k}" for k in spec["layer"]]
@@ -157,6 +202,7 @@ def _shows(value: Any, text: str) -> bool:
     except Exception:  # noqa: BLE001 - unhashable values have no canonical name
         pass
     candidates |= {repr(c)[1:-1] for c in candidates}  # as shown inside a quoted repr
+    candidates |= {escape(c) for c in candidates}  # messages escape non-printables
     return any(c and c in text for c in candidates)
 
 
@@ -197,6 +243,29 @@ def check_error_names_offender(exc: BaseException, offenders: list[Any],
     assert isinstance(exc, OracleError), f"{type(exc).__name__} escaped: {exc!r}"
     msg = str(exc)
     assert msg, "empty error message"
-    assert any(f and f in msg for f in fields) or any(_shows(o, msg) for o in offenders), (
+    named_field = any(f and escape(f) in msg for f in fields)
+    assert named_field or any(_shows(o, msg) for o in offenders), (
         f"{type(exc).__name__} message names neither a field {fields} nor a value "
         f"{offenders!r}: {msg!r}")
+
+
+class AtLeast:
+    """Counts the examples of one fuzz test that reached a given path; :meth:`check`
+    after the ``@given`` inner function ran asserts a floor, a fraction of the active
+    profile's ``max_examples`` (so a strategy that silently stops reaching the path --
+    every request refused at construction, say -- fails instead of passing)."""
+
+    def __init__(self, what: str, fraction: float) -> None:
+        self.what, self.fraction, self.count = what, fraction, 0
+
+    @property
+    def minimum(self) -> int:
+        from hypothesis import settings
+        return max(1, int(settings().max_examples * self.fraction))
+
+    def add(self) -> None:
+        self.count += 1
+
+    def check(self) -> None:
+        assert self.count >= self.minimum, (
+            f"only {self.count} examples reached {self.what}; need {self.minimum}")

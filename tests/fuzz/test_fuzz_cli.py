@@ -1,7 +1,7 @@
 """Fuzz the CLI: token lists built from the real flags (read from oracle.cli's parser),
 their values and junk.
 
-Property: parse_argv returns, or raises an OracleError (never SystemExit, never
+Property: parse_argv returns, or raises a ConfigError (never SystemExit, never
 another exception) whose message shows an offending token or flag; main() on the
 same tokens exits 0 or 2 and raises nothing.  ``-h``/``--help`` (the one SystemExit)
 and the ``docs`` command (it writes files) are kept out of the generated lists.
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from _fuzz_common import check_error_names_offender
 
 cli = pytest.importorskip("oracle.cli")
-from oracle import Device, Environment, OracleError  # noqa: E402
+from oracle import ConfigError, Device, Environment  # noqa: E402
 from oracle.keys import QUANT_KEY_NAMES  # noqa: E402
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX  # noqa: E402
 
@@ -128,6 +128,8 @@ def _parse_argv(argv: list[str]) -> None:
     try:
         args = cli.parse_argv(argv)
     except Exception as exc:  # noqa: BLE001 - the property decides
+        # parse_argv only parses: every malformed argv is exactly a ConfigError
+        assert isinstance(exc, ConfigError), f"{type(exc).__name__} escaped: {exc!r}"
         check_error_names_offender(exc, _atoms(argv) or ["argv"], ["argv"] if not argv else [])
         return
     assert args.command in cli.COMMANDS
@@ -154,14 +156,14 @@ def test_parse_argv_and_main(argv):
 
 @pytest.mark.parametrize("argv", [["select", "--json", ""], ["select", " "]], ids=repr)
 def test_blank_token_is_named(argv):
-    with pytest.raises(OracleError) as info:
+    with pytest.raises(ConfigError) as info:
         cli.parse_argv(argv)
     assert repr(argv[-1]) in str(info.value)
 
 
 @pytest.mark.parametrize("flag", ["--quantization-config", "--quantization_config"])
 def test_quantization_config_equals_double_dash(flag):
-    with pytest.raises(OracleError):
+    with pytest.raises(ConfigError):
         cli.parse_argv(["select", f"{flag}=--"])
 
 
@@ -176,5 +178,5 @@ def test_real_flags_were_found():
     for flag in ("--device", "--moe-backend", "--quantization", "--quantization-config",
                  "--libraries", "--json", "--model"):
         assert flag in FLAGS
-    with pytest.raises(OracleError):
+    with pytest.raises(ConfigError):
         cli.parse_argv(["select", "--no-such-flag"])

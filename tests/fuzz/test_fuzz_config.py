@@ -1,7 +1,7 @@
 """Fuzz oracle.config: arbitrary nested JSON and strings for resolve_quantization_config.
 
 Property: a QuantizationConfigArgs comes back (and survives a round trip through
-to_dict), or an OracleError is raised whose message names the field path and shows
+to_dict), or a ConfigError is raised whose message names the field path and shows
 the offending value (or a part of the input).
 """
 
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from _fuzz_common import check_error_names_offender
 
 config = pytest.importorskip("oracle.config")
-from oracle import OracleError  # noqa: E402
+from oracle import ConfigError  # noqa: E402
+from oracle.errors import escape  # noqa: E402
 from oracle.keys import QUANT_KEY_NAMES  # noqa: E402
 
 SHORTHANDS = list(getattr(config, "SHORTHANDS", ()))
@@ -83,10 +84,13 @@ def _atoms(obj, depth: int = 0) -> list:
 
 
 def _check_error(exc: BaseException, quantization, quantization_config) -> None:
-    assert isinstance(exc, OracleError), f"{type(exc).__name__} escaped: {exc!r}"
+    # a malformed quantization / quantization_config is exactly a ConfigError (an
+    # UnknownQuantKey for a key name no key has)
+    assert isinstance(exc, ConfigError), f"{type(exc).__name__} escaped: {exc!r}"
     path = getattr(exc, "path", None)
     if path is not None:
-        assert path in str(exc), f"path {path!r} not in message {str(exc)!r}"
+        # messages show non-printable characters escaped (oracle.errors.escape)
+        assert escape(path) in str(exc), f"path {path!r} not in message {str(exc)!r}"
     check_error_names_offender(exc, _atoms(quantization) + _atoms(quantization_config),
                                [path] if path else [])
 

@@ -2,8 +2,9 @@
 
 Missing keys, wrong types, huge numbers, unicode, mangled quantization_config;
 JSON text (whole or truncated, or not UTF-8) written to a config.json; folders
-without one; odd paths.  Property: a ModelSelection, or an OracleError whose
-message names the field (``config.json:hidden_size``) or shows the bad value.
+without one; odd paths.  Property: a ModelSelection, or an OracleError -- exactly a
+ConfigError, UnknownBackend, ActivationConflict or NoEligibleBackend -- whose message
+names the field (``config.json:hidden_size``) or shows the bad value.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from hypothesis import strategies as st
 from _fuzz_common import HASHABLE_JUNK, check_error_names_offender
 
 model = pytest.importorskip("oracle.model")
-from oracle import Environment, OracleError  # noqa: E402
+from oracle import (ActivationConflict, ConfigError, Environment, NoEligibleBackend,  # noqa: E402
+                    Reason, UnknownBackend)
+from oracle.errors import escape  # noqa: E402
+
+MODEL_ERRORS = (ConfigError, UnknownBackend, ActivationConflict, NoEligibleBackend)
 
 BASE: dict = json.loads((Path(model.__file__).parent / "models" / "gpt-oss-20b.json")
                         .read_text(encoding="utf-8"))
@@ -109,10 +114,14 @@ def _run(model_arg, cfg, opts) -> None:
     try:
         ms = model.select_for_model(model_arg, environment=Environment.assume_all(), **opts)
     except Exception as exc:  # noqa: BLE001 - the property decides
-        assert isinstance(exc, OracleError), f"{type(exc).__name__} escaped: {exc!r}"
+        # a malformed config/option (ConfigError, UnknownBackend, ActivationConflict) or
+        # nothing eligible for the model's layer: nothing else
+        assert isinstance(exc, MODEL_ERRORS), f"{type(exc).__name__} escaped: {exc!r}"
+        if isinstance(exc, NoEligibleBackend):
+            assert exc.rejected and all(isinstance(r.reason, Reason) for r in exc.rejected)
         path = getattr(exc, "path", None)
         if path is not None:
-            assert path in str(exc)
+            assert escape(path) in str(exc)  # shown with non-printables escaped
         check_error_names_offender(
             exc, _atoms(cfg) + list(opts.values()) + [str(model_arg)],
             [p for p in (path, "config.json", "quantization", "moe_backend") if p])
@@ -155,11 +164,11 @@ def test_model_arguments(model_arg, opts):
 
 @pytest.mark.parametrize("name", ["x" * 300, "/tmp/" + "y" * 300])
 def test_model_path_too_long(name):
-    with pytest.raises(OracleError):
+    with pytest.raises(ConfigError):
         model.select_for_model(name, device="sm90", environment=Environment.assume_all())
 
 
 def test_float_field_huge_int():
     cfg = {**BASE, "swiglu_limit": 10**400}
-    with pytest.raises(OracleError, match="swiglu_limit"):
+    with pytest.raises(ConfigError, match="swiglu_limit"):
         model.select_for_model(cfg, device="sm90", environment=Environment.assume_all())

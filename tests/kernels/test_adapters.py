@@ -25,8 +25,8 @@ from oracle.kernels.jit import stubs  # noqa: E402
 from oracle.kernels.jit.errors import KernelBuildError  # noqa: E402
 from oracle.kernels.moe import IMPLEMENTED_BACKENDS, ReferenceMoE, build_moe  # noqa: E402
 from oracle.kernels.reference import GPT_OSS_SWIGLU, SILU_SWIGLU, ActivationSpec, moe_reference  # noqa: E402
-from oracle.keys import kMxfp8Dynamic  # noqa: E402
-from oracle.request import LayerSpec  # noqa: E402
+from oracle import LayerSpec  # noqa: E402
+from oracle.keys import BF16, kMxfp8Dynamic, kMxfp8Static  # noqa: E402
 
 E, H, I, K = 4, 64, 96, 2
 
@@ -311,6 +311,16 @@ def test_build_moe_rejections(weights):
     expect(ConfigError, "selection.activation", build_moe, Sel("FLASHINFER_CUTLASS_MXFP4_BF16", kMxfp8Dynamic),
            weights, None)
     expect(ConfigError, "selection.activation", build_moe, Sel("FLASHINFER_TRTLLM_MXFP4_MXFP8"), weights, None)
+    # the row's key exactly: the MXFP8 rows consume dynamic MXFP8, not static
+    expect(ConfigError, "selection.activation", build_moe, Sel("FLASHINFER_CUTLASS_MXFP4_MXFP8", kMxfp8Static),
+           weights, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error; this machine has CUDA")
+def test_build_moe_strict_bf16_marker_matches_a_bf16_row(weights):
+    """BF16 (strict request) and None both mean the bf16 rows' activation: past the row check."""
+    for act in (None, BF16):
+        expect(A.KernelUnavailable, None, build_moe, Sel("FLASHINFER_CUTLASS_MXFP4_BF16", act), weights, None)
 
 
 def test_import_oracle_stays_light():
@@ -434,11 +444,14 @@ def _sm() -> int | None:
     return major * 10 + minor
 
 
-needs_sm90 = pytest.mark.skipif(_sm() != 90, reason="needs an SM90 (Hopper) GPU; the CUTLASS W4A16 kernel is SM90-only")
+_W4A16_ARCHS = A.adapter_for("FLASHINFER_CUTLASS_MXFP4_BF16").archs  # from the matrix row
+_SM100_ARCHS = A.adapter_for("FLASHINFER_TRTLLM_MXFP4_MXFP8").archs
+needs_sm90 = pytest.mark.skipif(_sm() not in _W4A16_ARCHS,
+                                reason="needs an SM90 (Hopper) GPU; the CUTLASS W4A16 kernel is SM90-only")
 needs_build = pytest.mark.skipif(os.environ.get("ORACLE_GPU_BUILD") != "1",
                                  reason="set ORACLE_GPU_BUILD=1 to allow the trimmed fused_moe_90 build (~10-20 min "
                                         "on 16 cores; see docs/kernels.md)")
-needs_sm100 = pytest.mark.skipif(_sm() not in (100, 103, 107),
+needs_sm100 = pytest.mark.skipif(_sm() not in _SM100_ARCHS,
                                  reason="needs an SM100-family GPU (TRT-LLM-gen / SM100 CUTLASS MXFP4 paths)")
 
 
@@ -447,14 +460,14 @@ needs_sm100 = pytest.mark.skipif(_sm() not in (100, 103, 107),
 @needs_sm90
 @needs_build
 @pytest.mark.parametrize("m", [1, 16, 256])
-def test_cutlass_w4a16_matches_reference_on_gpu(m):
+def test_cutlass_w4a16_matches_reference_on_gpu(m, device_check):
     from types import SimpleNamespace
 
     e, h, i, k = 32, 2880, 2880, 4
     w = random_gpt_oss_layer(e, h, i, seed=m, device="cuda")
     moe = build_moe(SimpleNamespace(backend="FLASHINFER_CUTLASS_MXFP4_BF16", activation=None), w,
                     LayerSpec(top_k=k))
-    moe.adapter.poison_output = True
+    device_check.poison_outputs(moe.adapter)  # NaN-filled outputs: unwritten rows show
     g = torch.Generator(device="cuda").manual_seed(m)
     x = torch.randn(m, h, device="cuda", generator=g).to(torch.bfloat16)
     top = torch.randn(m, e, device="cuda", generator=g).topk(k)
@@ -476,19 +489,79 @@ def test_sm100_adapters_refuse_hopper(weights):
 @pytest.mark.gpu
 @needs_sm100
 def test_trtllm_mxfp4_bf16_matches_reference_on_sm100():
-    pytest.skip("SM100 adapters are unverified: no SM100 machine was lent (docs/kernels.md)")
+    pytest.skip("SM100 adapters are unverified on hardware (docs/kernels.md)")
 
 
-def test_device_check_summary_renders():
+# --------------------------------------------------------------------------- tools/device_check.py (no GPU)
+
+
+def _bench_row():
+    return dict(E=32, M=1, active_experts=4.0, adapter_ms=0.05, adapter_graph_ms=None, raw_ms=0.049,
+                raw_graph_ms=None, adapter_vs_raw=0.02, adapter_prepadded_vs_raw=0.01, reference_ms=2.0,
+                speedup_vs_reference=40.0, bw_fraction=0.5, flop_fraction=0.01)
+
+
+def _build(**over):
+    b = dict(name="oracle_fused_moe_90_w4a16_x", object_count=25, full_object_count=248, stubbed_symbols=277,
+             built_now=26, phase_seconds={"compile": 116.0, "total": 118.0},
+             full_build_estimate={"full_wall_seconds_est": 9360.0, "full_cpu_seconds_est": 149760.0,
+                                  "full_generated_instantiations": 1378})
+    b.update(over)
+    return b
+
+
+def test_device_check_summary_renders(device_check):
     """The device script's report renders from a result dict (no GPU needed)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from oracle.kernels.tools import device_check as dc
-
-    text = dc.summary_text({"env": {"device": "x", "cpus": 16},
-                            "check": {"backend": "B", "E": 32, "seed": 1, "pass": True,
-                                      "rows": [{"M": 1, "rel_err": 3e-3, "pass": True}]},
-                            "bench": [dict(E=32, M=1, active_experts=4.0, adapter_ms=0.05, adapter_graph_ms=None,
-                                           raw_ms=0.049, raw_graph_ms=None, adapter_vs_raw=0.02,
-                                           adapter_prepadded_vs_raw=0.01, reference_ms=2.0,
-                                           speedup_vs_reference=40.0, bw_fraction=0.5, flop_fraction=0.01)]})
+    text = device_check.summary_text({"env": {"device": "x", "cpus": 16},
+                                      "check": {"backend": "B", "E": 32, "seed": 1, "pass": True,
+                                                "rows": [{"M": 1, "rel_err": 3e-3, "pass": True}]},
+                                      "bench": [_bench_row()]})
     assert "PASS" in text and "MISSED" in text and "n/a" in text
+
+
+def test_device_check_summary_of_fresh_and_cached_builds(device_check):
+    fresh = device_check.summary_text({"env": {"cpus": 16}, "build": _build()})
+    assert "ratio 79.3x" in fresh and "1378 instantiations" in fresh and "cached" not in fresh
+    # a build reused from the JIT cache took ~0 s: say so, and compute no ratio from it
+    cached = device_check.summary_text({"env": {"cpus": 16}, "build": _build(
+        built_now=0, cached=True, phase_seconds={"compile": 0.0, "total": 0.013})})
+    assert "cached" in cached and "ratio" not in cached and "0.0 min" not in cached
+    # results written before the "cached" flag existed: built_now == 0 means the same
+    legacy = device_check.summary_text({"env": {"cpus": 16}, "build": _build(
+        built_now=0, phase_seconds={"total": 0.013})})
+    assert "ratio" not in legacy and "cached" in legacy
+
+
+def test_device_check_debug_aids_wrap_the_product_adapter(device_check, weights):
+    """The NaN-poison hook and the swapped-rows diagnostic live in tools/, around the adapter."""
+    seen = {}
+
+    class FakeAdapter:
+        def _fi_moe(self):
+            def fn(x, ids, w, *, output, **kw):
+                seen["nan_before_write"] = bool(output.isnan().all())
+                output.zero_()
+            return fn
+
+    ad = FakeAdapter()
+    device_check.poison_outputs(ad)
+    ad._fi_moe()(None, None, None, output=torch.zeros(2, 3), workspace_buffer=None)
+    assert seen == {"nan_before_write": True}
+    assert not hasattr(A.CutlassW4A16Sm90Adapter(), "poison_output")
+
+    plain = A.cutlass_sm90_host_layout(weights, GPT_OSS_SWIGLU, 128)
+    with device_check.swapped_gate_up():
+        swapped = A.cutlass_sm90_host_layout(weights, GPT_OSS_SWIGLU, 128)
+    assert A.cutlass_sm90_host_layout(weights, GPT_OSS_SWIGLU, 128)[0].equal(plain[0])  # restored
+    for k in (0, 1, 4):  # fc1, its scales, its bias: halves exchanged
+        assert torch.equal(swapped[k][:, :128], plain[k][:, 128:]) and torch.equal(swapped[k][:, 128:], plain[k][:, :128])
+    assert torch.equal(swapped[2], plain[2])
+
+
+def test_device_job_lives_outside_the_package():
+    import importlib.util
+
+    assert importlib.util.find_spec("oracle.kernels.tools") is None
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "tools" / "device_check.py").is_file()
+    assert not list((root / "kernels").rglob("device_check*"))

@@ -105,7 +105,12 @@ def test_unrouted_experts_are_never_read():
     out = moe_reference(x, w_bad, ids, tw)
     assert torch.isfinite(out).all()
     assert torch.equal(out, moe_reference(x, w, ids, tw))
-    assert torch.isnan(moe_reference(x, w_bad, ids + 1, tw)).all()
+    # Routed to a poisoned expert: refused by default (one policy with the kernels), NaN rows
+    # only when the value check is switched off.
+    with pytest.raises(KernelInputError) as err:
+        moe_reference(x, w_bad, ids + 1, tw)
+    assert err.value.tensor == "w13_scales"
+    assert torch.isnan(moe_reference(x, w_bad, ids + 1, tw, check_finite=False)).all()
 
 
 def test_empty_batch():

@@ -11,7 +11,7 @@ from unittest import mock
 from hypothesis import given
 
 from oracle import explain
-from strategies import FRESH_MATRIX, any_requests, outcome, verdicts
+from strategies import FRESH_MATRIX, NonTrivial, any_requests, outcome, verdicts
 
 
 class EnvironRead(AssertionError):
@@ -63,27 +63,49 @@ def test_poison_really_bites():
             raise AssertionError("poisoned environ did not raise")
 
 
-@given(any_requests)
-def test_select_and_explain_never_read_environ(request):
-    expected = outcome(request)
-    expected_verdicts = verdicts(request)
-    with poisoned_environ():
-        # FRESH_MATRIX bypasses the selector's cache, so this really recomputes
-        got = outcome(request, FRESH_MATRIX)
-        got_verdicts = verdicts(request, FRESH_MATRIX)
-    assert got == expected
-    assert got_verdicts == expected_verdicts
+# outcome()/verdicts() catch only the documented errors of select()/explain(); an
+# EnvironRead (an AssertionError) always propagates.  The counters make sure that many
+# examples really ran a full selection (not only a malformed-request error) with the
+# environment poisoned or junked.
 
 
-@given(any_requests)
-def test_junk_vllm_and_flashinfer_variables_change_nothing(request):
-    expected = outcome(request)
-    expected_verdicts = verdicts(request)
-    with mock.patch.dict(os.environ, JUNK):
-        got = outcome(request, FRESH_MATRIX)
-        got_verdicts = verdicts(request, FRESH_MATRIX)
-    assert got == expected
-    assert got_verdicts == expected_verdicts
+def test_select_and_explain_never_read_environ():
+    hits = NonTrivial("a selection recomputed under a poisoned environ", 0.1)
+
+    @given(any_requests)
+    def check(request):
+        expected = outcome(request)
+        expected_verdicts = verdicts(request)
+        with poisoned_environ():
+            # FRESH_MATRIX bypasses the selector's cache, so this really recomputes
+            got = outcome(request, FRESH_MATRIX)
+            got_verdicts = verdicts(request, FRESH_MATRIX)
+        assert got == expected
+        assert got_verdicts == expected_verdicts
+        if got[0] == "ok" and isinstance(got_verdicts, tuple):
+            hits.add()
+
+    check()
+    hits.check()
+
+
+def test_junk_vllm_and_flashinfer_variables_change_nothing():
+    hits = NonTrivial("a selection recomputed under junk variables", 0.1)
+
+    @given(any_requests)
+    def check(request):
+        expected = outcome(request)
+        expected_verdicts = verdicts(request)
+        with mock.patch.dict(os.environ, JUNK):
+            got = outcome(request, FRESH_MATRIX)
+            got_verdicts = verdicts(request, FRESH_MATRIX)
+        assert got == expected
+        assert got_verdicts == expected_verdicts
+        if got[0] == "ok" and isinstance(got_verdicts, tuple):
+            hits.add()
+
+    check()
+    hits.check()
 
 
 def test_explain_with_poisoned_environ_on_a_plain_request():
