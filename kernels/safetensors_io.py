@@ -28,6 +28,7 @@ import stat
 import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -99,16 +100,21 @@ def _check_unique_names(path: Path) -> None:
         raise ConfigError(str(path), "a safetensors header Python's JSON reader accepts", exc.got, _FIX) from None
 
 
+def _keys(path: Path, f: Any) -> tuple[str, ...]:
+    """The names in an open file, each once (safetensors keeps the last of duplicates)."""
+    try:
+        names = tuple(f.keys())
+    except Exception as exc:
+        raise _mapped(path, exc) from exc
+    _check_unique_names(path)
+    return names
+
+
 def tensor_names(path: str | os.PathLike) -> tuple[str, ...]:
     """The tensor names of one safetensors file; the file is validated."""
     path = Path(path)
     with _open(path) as f:
-        try:
-            names = tuple(f.keys())
-        except Exception as exc:
-            raise _mapped(path, exc) from exc
-    _check_unique_names(path)
-    return names
+        return _keys(path, f)
 
 
 def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
@@ -118,11 +124,7 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
     dev = _device(device)
     out: dict[str, torch.Tensor] = {}
     with _open(path) as f:
-        try:
-            have = tuple(f.keys())
-        except Exception as exc:
-            raise _mapped(path, exc) from exc
-        _check_unique_names(path)
+        have = _keys(path, f)
         wanted = list(have if names is None else names)
         known = set(have)
         for name in wanted:

@@ -22,7 +22,6 @@ another activation is always said in one ``warning:`` line on stderr.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import re
@@ -80,10 +79,9 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the contract JSON")
 
 
-@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
-    """The parser (built once: parse_args does not mutate it)."""
-    return _build_parser()
+    """The parser, built once at import (parse_args does not mutate it)."""
+    return _PARSER
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -102,6 +100,9 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--check", action="store_true", help="fail if the committed docs are stale")
     d.add_argument("--path", default=None, help="target file (default docs/support-matrix.md)")
     return parser
+
+
+_PARSER = _build_parser()
 
 
 @dataclass

@@ -15,7 +15,6 @@ PEP 440 (``packaging.version``): ``0.7.2rc1`` is below ``0.7.2``.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -82,12 +81,10 @@ def _gpu_key(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
-@functools.cache
-def _gpu_table() -> tuple[tuple[tuple[str, str], ...], re.Pattern[str]]:
-    """(name key, arch) longest first, and the suffix pattern: built on first use, so a
-    plain ``sm90`` never pays for them."""
-    keys = sorted(((_gpu_key(k), v) for k, v in GPU_NAMES.items()), key=lambda kv: -len(kv[0]))
-    return tuple(keys), re.compile(_GPU_SUFFIXES, re.ASCII)
+#: (name key, arch), longest first: "h200" is tried before "h20", "a100" before "a10".
+_GPU_KEYS: Final = tuple(sorted(((_gpu_key(k), v) for k, v in GPU_NAMES.items()),
+                                key=lambda kv: -len(kv[0])))
+_GPU_SUFFIX_RE: Final = re.compile(_GPU_SUFFIXES, re.ASCII)
 
 
 def gpu_arch(text: str) -> str | None:
@@ -101,9 +98,8 @@ def gpu_arch(text: str) -> str | None:
         for prefix in _GPU_PREFIXES:
             if key.startswith(prefix) and len(key) > len(prefix):
                 key, changed = key[len(prefix):], True
-    keys, suffixes = _gpu_table()
-    for name, arch in keys:  # longest first: "h200" before "h20", "a100" before "a10"
-        if key.startswith(name) and suffixes.match(key[len(name):]):
+    for name, arch in _GPU_KEYS:
+        if key.startswith(name) and _GPU_SUFFIX_RE.match(key[len(name):]):
             return arch
     return None
 

@@ -26,7 +26,6 @@ functions run on error paths.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -156,6 +155,22 @@ def _bad(path: str, constraint: str, got: object) -> ConfigError:
                        "fix the data file")
 
 
+def _entries(doc: Mapping[str, Any], section: str,
+             kind: type) -> list[tuple[str, Mapping[str, Any]]]:
+    """``(path, table)`` for each entry of an array (``kind`` list) or table (dict) section."""
+    value = doc.get(section, kind())
+    if not isinstance(value, kind):
+        raise _bad(section, "an array of tables" if kind is list else "a table of tables", value)
+    pairs = enumerate(value) if kind is list else value.items()
+    out = []
+    for key, entry in pairs:
+        path = f"{section}[{key}]" if kind is list else f"{section}.{key}"
+        if not isinstance(entry, dict):
+            raise _bad(path, "a table", entry)
+        out.append((path, entry))
+    return out
+
+
 def _text(entry: Mapping[str, Any], key: str, path: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str) or not value.strip():
@@ -163,9 +178,9 @@ def _text(entry: Mapping[str, Any], key: str, path: str) -> str:
     return value
 
 
-@functools.cache
-def engine_table() -> Mapping[str, Any]:
-    """``oracle/engines.toml``, parsed and checked for shape (cached)."""
+def _load_engine_table() -> Mapping[str, Any]:
+    """``oracle/engines.toml``, parsed and checked for shape (once, at import of this
+    module, which only error paths and ``--target`` import)."""
     import tomllib
     from importlib import resources
 
@@ -173,13 +188,7 @@ def engine_table() -> Mapping[str, Any]:
     doc = tomllib.loads(text)
     if doc.get("schema") != 1:
         raise _bad("schema", "1", doc.get("schema"))
-    aliases = doc.get("alias", [])
-    if not isinstance(aliases, list):
-        raise _bad("alias", "an array of tables", aliases)
-    for i, entry in enumerate(aliases):
-        path = f"alias[{i}]"
-        if not isinstance(entry, dict):
-            raise _bad(path, "a table", entry)
+    for path, entry in _entries(doc, "alias", list):
         for key in ("engine", "name", "why", "source"):
             _text(entry, key, path)
         means = entry.get("means")
@@ -188,13 +197,7 @@ def engine_table() -> Mapping[str, Any]:
                 raise _bad(f"{path}.means", "a table arch -> name with a default", means)
         elif not isinstance(means, str) or not means:
             raise _bad(f"{path}.means", "a name or a table arch -> name", means)
-    targets = doc.get("target", {})
-    if not isinstance(targets, dict):
-        raise _bad("target", "a table of targets", targets)
-    for name, entry in targets.items():
-        path = f"target.{name}"
-        if not isinstance(entry, dict):
-            raise _bad(path, "a table", entry)
+    for path, entry in _entries(doc, "target", dict):
         for key in ("engine", "version", "source", "note"):
             _text(entry, key, path)
         libs = entry.get("libraries")
@@ -204,16 +207,29 @@ def engine_table() -> Mapping[str, Any]:
     return doc
 
 
-@functools.cache
-def backend_aliases() -> Mapping[str, tuple[Alias, ...]]:
+def _load_backend_aliases() -> Mapping[str, tuple[Alias, ...]]:
     """Other engines' ``--moe-backend`` spellings, keyed by :func:`normalize`'d name."""
     out: dict[str, list[Alias]] = {}
-    for entry in engine_table().get("alias", []):
+    for entry in _ENGINES.get("alias", []):
         means = entry["means"]
         table = tuple(means.items()) if isinstance(means, dict) else (("default", means),)
         alias = Alias(entry["engine"], entry["name"], table, entry["why"], entry["source"])
         out.setdefault(normalize(alias.name), []).append(alias)
     return {k: tuple(v) for k, v in out.items()}
+
+
+_ENGINES: Final = _load_engine_table()
+_ALIASES: Final = _load_backend_aliases()
+
+
+def engine_table() -> Mapping[str, Any]:
+    """The parsed ``oracle/engines.toml``: other engines' names and deployment targets."""
+    return _ENGINES
+
+
+def backend_aliases() -> Mapping[str, tuple[Alias, ...]]:
+    """Other engines' ``--moe-backend`` spellings, keyed by :func:`normalize`'d name."""
+    return _ALIASES
 
 
 def backend_suggestions(name: object, choices: Iterable[str], *, families: Iterable[str] = (),

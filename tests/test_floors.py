@@ -136,3 +136,20 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import oracle.cli\n"
                    "def f():\n    from oracle import selector\n    import torch\n")
     assert [t for _, t in _imports(src)] == ["typing", "oracle.cli", "oracle.selector", "torch"]
+
+
+def test_one_cache_in_the_oracle():
+    """The decision LRU in oracle.selector is the only cache: no other memoizing
+    decorator (lru_cache, cache, cached_property) anywhere in oracle/ or matrix/."""
+    memo = {"lru_cache", "cache", "cached_property"}
+    found = []
+    for module, path in _sources().items():
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for dec in node.decorator_list:
+                    target = dec.func if isinstance(dec, ast.Call) else dec
+                    name = target.attr if isinstance(target, ast.Attribute) else \
+                        getattr(target, "id", "")
+                    if name in memo:
+                        found.append(f"{module}.{node.name}")
+    assert found == ["oracle.selector._decide_bundled"]

@@ -8,6 +8,7 @@ from collections.abc import MutableMapping
 from contextlib import contextmanager
 from unittest import mock
 
+import pytest
 from hypothesis import given
 
 from oracle import explain
@@ -69,34 +70,21 @@ def test_poison_really_bites():
 # environment poisoned or junked.
 
 
-def test_select_and_explain_never_read_environ():
-    hits = NonTrivial("a selection recomputed under a poisoned environ", 0.1)
+def _junk_environ():
+    return mock.patch.dict(os.environ, JUNK)
+
+
+@pytest.mark.parametrize("environ", [poisoned_environ, _junk_environ],
+                         ids=["poisoned", "junk-vllm-flashinfer"])
+def test_select_and_explain_never_read_environ(environ):
+    hits = NonTrivial(f"a selection recomputed under a {environ.__name__} environ", 0.1)
 
     @given(any_requests)
     def check(request):
         expected = outcome(request)
         expected_verdicts = verdicts(request)
-        with poisoned_environ():
+        with environ():
             # FRESH_MATRIX bypasses the selector's cache, so this really recomputes
-            got = outcome(request, FRESH_MATRIX)
-            got_verdicts = verdicts(request, FRESH_MATRIX)
-        assert got == expected
-        assert got_verdicts == expected_verdicts
-        if got[0] == "ok" and isinstance(got_verdicts, tuple):
-            hits.add()
-
-    check()
-    hits.check()
-
-
-def test_junk_vllm_and_flashinfer_variables_change_nothing():
-    hits = NonTrivial("a selection recomputed under junk variables", 0.1)
-
-    @given(any_requests)
-    def check(request):
-        expected = outcome(request)
-        expected_verdicts = verdicts(request)
-        with mock.patch.dict(os.environ, JUNK):
             got = outcome(request, FRESH_MATRIX)
             got_verdicts = verdicts(request, FRESH_MATRIX)
         assert got == expected
