@@ -33,13 +33,14 @@ indexes with them.
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from oracle.errors import ConfigError, KernelInputError
+from oracle.errors import ConfigError, KernelInputError, shown
 
 from .checkpoint import MoEWeights
 from .mxfp4 import fake_quant_fp8_per_tensor, fake_quant_mxfp8
@@ -55,6 +56,14 @@ __all__ = [
 
 ACT_QUANT_CHOICES = (None, "mxfp8", "fp8_per_tensor")
 _KINDS = ("swiglu_oai", "swiglu")
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        isinstance(value, int) or not math.isnan(value))
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,15 @@ class ActivationSpec:
             object.__setattr__(self, "alpha", 1.702)
         if self.limit is None:
             object.__setattr__(self, "limit", 7.0)
-        if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha)):
-            raise ConfigError("activation.alpha", "a finite number", self.alpha)
-        if not (isinstance(self.limit, (int, float)) and self.limit > 0):
-            raise ConfigError("activation.limit", "a positive number (math.inf: no clamp)", self.limit)
+        # The kernels take these as float32: a value past float32's range would overflow
+        # inside torch (RuntimeError) instead of failing here.
+        if not (_is_number(self.alpha) and abs(self.alpha) <= _FLOAT32_MAX):
+            raise ConfigError("activation.alpha", f"a finite number within ±{_FLOAT32_MAX:.3g}",
+                              shown(self.alpha))
+        if not (_is_number(self.limit) and self.limit > 0
+                and (self.limit == math.inf or self.limit <= _FLOAT32_MAX)):
+            raise ConfigError("activation.limit", f"a positive number up to {_FLOAT32_MAX:.3g} "
+                              "(math.inf: no clamp)", shown(self.limit))
 
     @property
     def interleaved(self) -> bool:

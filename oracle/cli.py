@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBackend, escape
+from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBackend, escape, shown
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
@@ -134,7 +134,7 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any, flag: str,
         if not isinstance(nxt, dict):
             if part in node and nxt is not None:
                 raise ConfigError(f"quantization_config.{'.'.join(path[:i + 1])}",
-                                  "an object to set a field in", repr(nxt)[:60],
+                                  "an object to set a field in", shown(nxt)[:60],
                                   "set the whole slot as JSON instead")
             nxt = {}
             node[part] = nxt
@@ -162,7 +162,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                 value = argv[i + 1]
                 i += 1
             else:
-                got = repr(argv[i + 1]) if i + 1 < len(argv) else "nothing"
+                got = shown(argv[i + 1]) if i + 1 < len(argv) else "nothing"
                 raise ConfigError(flag, "followed by a value", got, f"{flag} mxfp8")
             dotted.append((i, m.group(1), value))
         else:
@@ -178,7 +178,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
         else:
             bad = [value] if isinstance(value, list) else []
         if bad:
-            raise ConfigError(f"--{name.replace('_', '-')}", "a single value", repr(bad[0]),
+            raise ConfigError(f"--{name.replace('_', '-')}", "a single value", shown(bad[0]),
                               f"--{name.replace('_', '-')} VALUE")
     if opts.command is None:  # pragma: no cover - handled by the default above
         raise ConfigError("argv", "a command", "none", " | ".join(COMMANDS))
@@ -198,7 +198,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                 continue
             if not isinstance(value, dict):
                 raise ConfigError("quantization_config", "a JSON object",
-                                  f"{repr(raw)[:80]} from --quantization-config",
+                                  f"{shown(raw)[:80]} from --quantization-config",
                                   '{"moe": {"activation": "mxfp8"}}')
             for key, val in value.items():
                 if key in config and isinstance(config[key], dict) and isinstance(val, dict):
@@ -210,7 +210,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
             parts = [p.replace("-", "_") for p in path.split(".")]
             if any(not p for p in parts):
                 raise ConfigError(f"quantization_config.{path}", "a dotted field path",
-                                  repr(path), "moe.activation")
+                                  shown(path), "moe.activation")
             _set_path(config, parts, _parse_value(raw), f"--quantization-config.{path}", seen,
                       warnings)
     _normalize_names(opts, config)
@@ -238,10 +238,10 @@ def _unknown_arguments(parser: argparse.ArgumentParser, command: str | None,
             found = ranked(typed.lstrip("-"), [f[2:] for f in flags], limit=1)
             if found:
                 return ConfigError("argv", "known mxfp4-oracle arguments",
-                                   f"unknown flag {typed!r} in {repr(extras)[:100]}",
+                                   f"unknown flag {typed!r} in {shown(extras)[:100]}",
                                    f"--{found[0]} (the closest flag; see {help_hint})")
             break
-    return ConfigError("argv", "known mxfp4-oracle arguments", repr(extras)[:120], help_hint)
+    return ConfigError("argv", "known mxfp4-oracle arguments", shown(extras)[:120], help_hint)
 
 
 def _lower_if_known(value: Any, known: Any) -> Any:
@@ -326,17 +326,17 @@ def _target_environment(name: str, platform: str):
     key = name.strip().lower()
     if key not in targets:
         s = closest(key, list(targets))
-        raise ConfigError("--target", "a known engine release", repr(name),
+        raise ConfigError("--target", "a known engine release", shown(name),
                           f"'{s}'" if s else ", ".join(targets) or "no targets defined",
                           tuple(targets))
     libs = targets[key]["libraries"].get(platform)
     if libs is None:
-        raise ConfigError("--target", f"a release that ships for {platform}", repr(name),
+        raise ConfigError("--target", f"a release that ships for {platform}", shown(name),
                           "--libraries NAME,... to describe the machine")
     unknown = [lib for lib in libs if lib not in LIBRARIES]
     if unknown:  # a data bug, caught by the tests
         raise ConfigError(f"oracle/engines.toml:target.{key}.libraries.{platform}",
-                          "library names from oracle.platforms.LIBRARIES", repr(unknown),
+                          "library names from oracle.platforms.LIBRARIES", shown(unknown),
                           "fix the data file")
     return Environment({lib: None for lib in libs}), ",".join(libs)
 
@@ -591,7 +591,7 @@ def _backend_suggestions(exc: UnknownBackend, argv: list[str]) -> list[tuple[str
 
 
 def _unknown_backend_text(exc: UnknownBackend, argv: list[str]) -> str:
-    lines = _wrap(f"error: UnknownBackend: moe_backend {escape(repr(exc.name))} is not a backend "
+    lines = _wrap(f"error: UnknownBackend: moe_backend {escape(shown(exc.name))} is not a backend "
                   "name (names are case-insensitive, '-' may stand for '_')", "", "  ")
     found = _backend_suggestions(exc, argv)
     if found:
@@ -662,6 +662,20 @@ def _run(argv: list[str]) -> int:
         return 2
 
 
+class _Escaping:
+    """A text stream that shows control characters escaped (newlines stay): whatever a
+    command prints -- a model path, a flag value -- can never drive the terminal."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(escape(text, keep_newlines=True))
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, ...
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 success, 2 any failure (bad flags, no eligible backend, stale docs).
 
@@ -670,9 +684,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     _tolerant_streams()
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Escaping(stdout), _Escaping(stderr)
     try:
         code = _run(argv)
-        sys.stdout.flush()
+        stdout.flush()
         return code
     except BrokenPipeError:
         # Python would report the broken pipe again when it flushes stdout at exit.
@@ -684,6 +700,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             os.close(devnull)
         return 0
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
 
 
 if __name__ == "__main__":  # pragma: no cover

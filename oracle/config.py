@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 from oracle.keys import (BF16, QUANT_KEY_NAMES, UNSET, Bf16Marker, QuantKey, Unset,
                          kFp8Static128BlockSym, kFp8StaticChannelSym, kFp8StaticTensorSym,
                          kInt8StaticChannelSym, kMxfp4Static, kMxfp8Dynamic, kNvfp4Static,
@@ -41,7 +41,7 @@ def _key_or_error(value: Any, path: str, *, activation: bool) -> QuantKey | Bf16
     if isinstance(value, (QuantKey, Bf16Marker)):
         return value
     if not isinstance(value, str):
-        raise ConfigError(path, "a quant key name (string) or null", repr(value),
+        raise ConfigError(path, "a quant key name (string) or null", shown(value),
                           "one of " + ", ".join(QUANT_KEY_NAMES), tuple(QUANT_KEY_NAMES))
     if activation and value == "bf16":
         return BF16
@@ -97,20 +97,20 @@ class QuantizationConfigArgs:
         elif isinstance(ignore, list):
             ignore = tuple(ignore)
         elif not isinstance(ignore, tuple):
-            raise ConfigError("ignore", "a list of module names/patterns", repr(ignore)[:80],
+            raise ConfigError("ignore", "a list of module names/patterns", shown(ignore)[:80],
                               '["lm_head", "re:.*router.*"]')
         object.__setattr__(self, "ignore", ignore)
         compiled = []
         for i, pattern in enumerate(self.ignore):
             if not isinstance(pattern, str) or not pattern:
                 raise ConfigError(f"ignore[{i}]", "a non-empty module name, re: regex or glob",
-                                  repr(pattern), '"lm_head" or "re:.*self_attn.*"')
+                                  shown(pattern), '"lm_head" or "re:.*self_attn.*"')
             if pattern.startswith("re:"):
                 try:
                     compiled.append(re.compile(pattern[3:]))
                 except re.error as exc:
                     raise ConfigError(f"ignore[{i}]", "a valid regular expression after 're:'",
-                                      repr(pattern), f"fix the regex ({exc})") from None
+                                      shown(pattern), f"fix the regex ({exc})") from None
             else:
                 compiled.append(pattern)
         object.__setattr__(self, "_compiled", tuple(compiled))
@@ -171,7 +171,7 @@ def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
         if value in SHORTHANDS:
             slots = SHORTHANDS[value]
             if slots.get(slot) is None:  # e.g. nvfp4_per_token leaves linear unquantized
-                raise ConfigError(slot, f"a shorthand that configures {slot}", repr(value),
+                raise ConfigError(slot, f"a shorthand that configures {slot}", shown(value),
                                   "a key name or {\"weight\": ..., \"activation\": ...}")
             return slots[slot]
         key = _key_or_error(value, f"{slot}.weight", activation=False)
@@ -185,7 +185,7 @@ def parse_spec_value(value: Any, slot: str) -> QuantSpec | None:
                                              activation=name == "activation")
         return QuantSpec(**kwargs)
     raise ConfigError(slot, "null, a shorthand or key name, or an object with weight/activation",
-                      repr(value), '{"weight": "mxfp4_static", "activation": "mxfp8"}')
+                      shown(value), '{"weight": "mxfp4_static", "activation": "mxfp8"}')
 
 
 def _reject_unknown(value: Mapping[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
@@ -193,7 +193,7 @@ def _reject_unknown(value: Mapping[Any, Any], allowed: tuple[str, ...], prefix: 
     for k in value:
         if k not in allowed:
             s = suggest(str(k), allowed)
-            raise ConfigError(f"{prefix}.{k}", f"one of {', '.join(allowed)}", repr(k),
+            raise ConfigError(f"{prefix}.{k}", f"one of {', '.join(allowed)}", shown(k),
                               f"'{s}'" if s else " or ".join(allowed), allowed)
 
 
@@ -219,7 +219,7 @@ def load_json(text: str, path: str = "quantization_config") -> Any:
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
-        raise ConfigError(path, "valid JSON", repr(text[max(0, exc.pos - 20):exc.pos + 20]),
+        raise ConfigError(path, "valid JSON", shown(text[max(0, exc.pos - 20):exc.pos + 20]),
                           f"fix the JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
                           ) from None
     except _DuplicateKey as exc:
@@ -244,7 +244,7 @@ def _from_value(value: Any) -> QuantizationConfigArgs:
             return QuantizationConfigArgs()
     if not isinstance(value, Mapping):
         raise ConfigError("quantization_config", "a JSON object with linear/moe/ignore",
-                          repr(value)[:80], '{"moe": {"activation": "mxfp8"}}')
+                          shown(value)[:80], '{"moe": {"activation": "mxfp8"}}')
     _reject_unknown(value, (*_SLOTS, "ignore"), "quantization_config")
     kwargs: dict[str, Any] = {}
     for slot in _SLOTS:
@@ -257,7 +257,7 @@ def _from_value(value: Any) -> QuantizationConfigArgs:
         if isinstance(ign, str):
             ign = [ign]
         if not isinstance(ign, (list, tuple)):
-            raise ConfigError("ignore", "a list of module names/patterns", repr(ign)[:80],
+            raise ConfigError("ignore", "a list of module names/patterns", shown(ign)[:80],
                               '["lm_head", "re:.*router.*"]')
         kwargs["ignore"] = tuple(ign)
     return QuantizationConfigArgs(**kwargs)
@@ -279,13 +279,13 @@ def resolve_quantization_config(quantization: str | None = None,
                                 quantization_config: Any = None) -> QuantizationConfigArgs:
     """Desugar ``quantization`` (a shorthand) and merge ``quantization_config`` over it."""
     if quantization is not None and not isinstance(quantization, str):
-        raise ConfigError("quantization", "a shorthand name", repr(quantization),
+        raise ConfigError("quantization", "a shorthand name", shown(quantization),
                           ", ".join(SHORTHANDS), tuple(SHORTHANDS))
     base = QuantizationConfigArgs()
     if quantization:
         if quantization not in SHORTHANDS:
             s = suggest(quantization, tuple(SHORTHANDS))
-            raise ConfigError("quantization", "a known shorthand", repr(quantization),
+            raise ConfigError("quantization", "a known shorthand", shown(quantization),
                               f"'{s}'" if s else ", ".join(SHORTHANDS), tuple(SHORTHANDS))
         slots = SHORTHANDS[quantization]
         base = QuantizationConfigArgs(linear=slots.get("linear", UNSET),

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from oracle.errors import ConfigError, NoEligibleBackend
+from oracle.errors import ConfigError, NoEligibleBackend, shown
 from oracle.files import read_regular_file, user_path
 from oracle.gates import GATE_ORDER, Reason
 from oracle.keys import QuantKey, canonical_name, kFp8StaticTensorSym, kMxfp4Dynamic, \
@@ -242,12 +242,12 @@ def _overview(matrix: Matrix, notes: _Footnotes) -> list[str]:
     out: list[str] = []
     for heading, platforms in _OVERVIEW_GROUPS:
         archs = [a for a in ARCHS_IN_SCOPE if arch_platform(a) in platforms]
-        shown = [r for r in rows if any(a in r.archs for a in archs)]
-        if not shown:
+        visible = [r for r in rows if any(a in r.archs for a in archs)]
+        if not visible:
             continue
         out += [f"### {heading}", ""]
         body = []
-        for r in shown:
+        for r in visible:
             refs = "".join(notes.ref(t) for t in (_arch_exception(r, a) for a in archs) if t)
             body.append([_code(r.name), *(_mark(r, a) for a in archs), refs])
         out += _table(["variant", *archs, "notes"], body)
@@ -442,7 +442,7 @@ def default_docs_path(start: str | Path | None = None) -> Path:
         if _is_checkout(folder):
             return folder / DOCS_RELPATH
     raise ConfigError("docs --path", "given when not inside an mxfp4-oracle checkout",
-                      repr(str(here)), "run from the checkout, or pass --path FILE")
+                      shown(str(here)), "run from the checkout, or pass --path FILE")
 
 
 def package_docs_path() -> Path | None:
@@ -457,7 +457,11 @@ _MAX_DOCS_BYTES = 4 * 1024 * 1024
 
 def _read_existing(path: Path) -> str | None:
     """The current page at ``path`` (None if absent); refuses folders, FIFOs, non-UTF-8."""
-    if not path.exists() and not path.is_symlink():
+    try:
+        absent = not path.exists() and not path.is_symlink()
+    except OSError as exc:
+        raise ConfigError(str(path), "a readable path", type(exc).__name__, "another --path") from None
+    if absent:
         return None
     data = read_regular_file(path, _MAX_DOCS_BYTES, str(path))
     try:
@@ -468,13 +472,21 @@ def _read_existing(path: Path) -> str | None:
 
 
 def _checked_target(path: str | Path) -> Path:
+    try:
+        return _target_of(path)
+    except OSError as exc:  # a name too long, a permission denied on a parent, ...
+        raise ConfigError("docs --path", "a usable file path", f"{type(exc).__name__} "
+                          f"({exc.strerror})", "a shorter path in a folder you can write") from None
+
+
+def _target_of(path: str | Path) -> Path:
     target = user_path(path, "docs --path")
     parent = target.parent
     if parent.exists() and not parent.is_dir():
-        raise ConfigError("docs --path", "a file in a folder", repr(str(target)),
+        raise ConfigError("docs --path", "a file in a folder", shown(str(target)),
                           f"{str(parent)!r} is a file, not a folder")
     if target.is_dir():
-        raise ConfigError("docs --path", "a file, not a folder", repr(str(target)),
+        raise ConfigError("docs --path", "a file, not a folder", shown(str(target)),
                           f"{str(target / 'support-matrix.md')!r}")
     return target
 
@@ -483,8 +495,12 @@ def write_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> None:
     """Write the rendered page to ``path`` (creating its folder), LF line endings."""
     p = _checked_target(path)
     _read_existing(p)  # refuses a FIFO or device before opening it for writing
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(render_support_matrix(matrix), encoding="utf-8", newline="\n")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(render_support_matrix(matrix), encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise ConfigError(str(p), "a file this user can write", f"{type(exc).__name__} "
+                          f"({exc.strerror})", "another --path") from None
 
 
 def check_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> list[str]:
@@ -509,10 +525,10 @@ def check_support_matrix(path: str | Path, matrix: Matrix = MATRIX) -> list[str]
     removed = sum(1 for d in diff if d.startswith("-") and not d.startswith("---"))
     summary = [f"{p} is stale: {removed} line(s) to remove, {added} to add "
                f"(matrix version {matrix.version}); regenerate with `mxfp4-oracle docs`"]
-    shown = diff[:_MAX_DIFF_LINES]
-    summary += shown
-    if len(diff) > len(shown):
-        summary.append(f"... {len(diff) - len(shown)} more diff line(s)")
+    excerpt = diff[:_MAX_DIFF_LINES]
+    summary += excerpt
+    if len(diff) > len(excerpt):
+        summary.append(f"... {len(diff) - len(excerpt)} more diff line(s)")
     return summary
 
 
@@ -538,7 +554,7 @@ def main_docs(check: bool, path: str | None) -> int:
                     "run inside an mxfp4-oracle checkout (it " + (
                         "compares a checkout's docs/support-matrix.md; this installed package "
                         "ships no docs" if check else "writes the checkout's docs/support-matrix.md"
-                    ) + ")", repr(str(Path.cwd())), "cd into the checkout, or pass --path FILE"
+                    ) + ")", shown(str(Path.cwd())), "cd into the checkout, or pass --path FILE"
                 ) from None
             target = own
     if check:

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "escape",
+    "shown",
     "OracleError",
     "ConfigError",
     "UnknownQuantKey",
@@ -28,6 +29,16 @@ __all__ = [
     "GroupError",
     "GroupDivergence",
 ]
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters.  Never raises: the repr
+    of an int past Python's int-string limit (a 5000-digit number) raises ValueError."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - any repr failure must not replace the real error
+        text = f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def escape(text: object, *, keep_newlines: bool = False) -> str:
@@ -92,7 +103,7 @@ class UnknownQuantKey(ConfigError):
         self.name = name
         self.suggestion = suggestion
         fix = f"'{suggestion}'" if suggestion else "one of " + ", ".join(choices)
-        super().__init__(path, "a known quant key name", repr(name), fix, choices)
+        super().__init__(path, "a known quant key name", shown(name), fix, choices)
 
 
 class UnknownBackend(OracleError):
@@ -103,7 +114,7 @@ class UnknownBackend(OracleError):
         self.choices = tuple(choices)
         self.suggestion = suggestion
         fix = (f"'{suggestion}' (valid: " if suggestion else "one of (") + ", ".join(choices) + ")"
-        super().__init__("moe_backend", "a known MoE backend name", repr(name), fix)
+        super().__init__("moe_backend", "a known MoE backend name", shown(name), fix)
 
 
 class ActivationConflict(OracleError):

@@ -19,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 
 __all__ = ["resolve_inside", "read_regular_file", "user_path"]
 
@@ -27,7 +27,7 @@ __all__ = ["resolve_inside", "read_regular_file", "user_path"]
 def user_path(value: object, what: str) -> Path:
     """A path the user typed, as a Path; a NUL byte or a non-string is a ConfigError."""
     if not isinstance(value, (str, Path)) or "\0" in str(value) or not str(value):
-        raise ConfigError(what, "a file system path", repr(value)[:120], "a path without NUL bytes")
+        raise ConfigError(what, "a file system path", shown(value)[:120], "a path without NUL bytes")
     return Path(value)
 
 
@@ -40,7 +40,7 @@ def resolve_inside(folder: Path, name: str | Path, what: str) -> Path:
         raise ConfigError(what, "a resolvable path", f"{type(exc).__name__} for {str(name)!r}",
                           "check the path") from None
     if not target.is_relative_to(root):
-        raise ConfigError(what, f"a file inside {str(root)!r}", repr(str(name)),
+        raise ConfigError(what, f"a file inside {str(root)!r}", shown(str(name)),
                           "keep every referenced file inside the model folder (no '..', "
                           "absolute paths or symlinks pointing out)")
     return target

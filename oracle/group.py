@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oracle.errors import ConfigError, GroupDivergence, GroupError, OracleError
+from oracle.errors import ConfigError, GroupDivergence, GroupError, OracleError, shown
 from oracle.model import build_request
 from oracle.platforms import Device
 from oracle.request import Environment, SelectionRequest
@@ -38,11 +38,11 @@ def _local_request(request_or_model: Any, device: Any, environment: Any,
         env = Environment.parse(environment)
     else:
         raise ConfigError("environment", "an Environment or a --libraries string",
-                          repr(environment)[:80], "Environment.assume_all() or 'flashinfer,torch'")
+                          shown(environment)[:80], "Environment.assume_all() or 'flashinfer,torch'")
     if isinstance(request_or_model, SelectionRequest):
         if model_kwargs:
             raise ConfigError(next(iter(model_kwargs)), "absent when a SelectionRequest is given",
-                              repr(sorted(model_kwargs)), "set the field on the request instead")
+                              shown(sorted(model_kwargs)), "set the field on the request instead")
         # A request is a complete description: its own device/environment are kept
         # unless the caller passes device= / environment= for this rank.
         req = request_or_model

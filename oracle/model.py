@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from oracle.config import QuantizationConfigArgs, load_json, resolve_quantization_config
-from oracle.errors import ConfigError, escape
+from oracle.errors import ConfigError, escape, shown
 from oracle.files import read_regular_file, resolve_inside, user_path
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, Unset, canonical_name,
                          kFp8DynamicTokenSym, kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static,
@@ -91,7 +91,7 @@ def load_model_config(model: Any) -> tuple[str, dict[str, Any]]:
         return "config.json", dict(model)
     if not isinstance(model, (str, Path)):
         raise ConfigError("model", "a bundled name, a model folder, a config.json path or a dict",
-                          repr(model)[:80], ", ".join(BUNDLED_MODELS))
+                          shown(model)[:80], ", ".join(BUNDLED_MODELS))
     text_name = str(model)
     if text_name in BUNDLED_MODELS:
         return _bundled(text_name, f"{text_name} (bundled)")
@@ -139,7 +139,7 @@ def _int_field(cfg: Mapping[str, Any], key: str, label: str, *, required: bool,
             value = cfg[name]
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
                 raise ConfigError(f"{label}:{name}", "a positive integer below 2**31",
-                                  repr(value)[:60], f"fix {name} in config.json")
+                                  shown(value)[:60], f"fix {name} in config.json")
             return value
     if required:
         raise ConfigError(f"{label}:{key}", "present for an MoE model", "missing",
@@ -157,7 +157,7 @@ def _float_field(cfg: Mapping[str, Any], key: str, label: str) -> float | None:
     except OverflowError:  # an int too large for a float
         number = math.inf
     if not math.isfinite(number) or number <= 0:
-        raise ConfigError(f"{label}:{key}", "a positive finite number", repr(value)[:60],
+        raise ConfigError(f"{label}:{key}", "a positive finite number", shown(value)[:60],
                           f"fix {key} in config.json")
     return number
 
@@ -175,7 +175,7 @@ def layer_from_config(cfg: Mapping[str, Any], label: str = "config.json") -> Lay
                           "add intermediate_size (or moe_intermediate_size)")
     if top_k > experts:  # type: ignore[operator]
         raise ConfigError(f"{label}:num_experts_per_tok", f"at most num_local_experts ({experts})",
-                          repr(top_k), "fix num_experts_per_tok")
+                          shown(top_k), "fix num_experts_per_tok")
     limit = _float_field(cfg, "swiglu_limit", label)
     gpt_oss = cfg.get("model_type") == "gpt_oss"
     return LayerSpec(
@@ -190,7 +190,7 @@ def _str_list(value: Any, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(path, "a list of module names", repr(value)[:60],
+        raise ConfigError(path, "a list of module names", shown(value)[:60],
                           '["lm_head", "model.layers.*.self_attn"]')
     return tuple(value)
 
@@ -200,7 +200,7 @@ def _ct_activation(scheme: Mapping[str, Any], path: str) -> QuantKey | None:
     if scheme is None:
         return None
     if not isinstance(scheme, Mapping):
-        raise ConfigError(path, "an object or null", repr(scheme)[:60], "null for bf16 activations")
+        raise ConfigError(path, "an object or null", shown(scheme)[:60], "null for bf16 activations")
     bits, typ = scheme.get("num_bits"), scheme.get("type")
     group, dynamic = scheme.get("group_size"), scheme.get("dynamic")
     if typ == "float" and bits == 8 and group == 32:
@@ -212,7 +212,7 @@ def _ct_activation(scheme: Mapping[str, Any], path: str) -> QuantKey | None:
     if typ == "float" and bits == 8 and scheme.get("strategy") == "token":
         return kFp8DynamicTokenSym
     raise ConfigError(path, "an activation scheme this oracle knows (mxfp8, mxfp4, fp8)",
-                      repr(dict(scheme))[:80], "null (bf16) or an MX scheme with group_size 32")
+                      shown(dict(scheme))[:80], "null (bf16) or an MX scheme with group_size 32")
 
 
 def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> CheckpointQuant:
@@ -221,7 +221,7 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
     if qc is None:
         return CheckpointQuant(None, None, UNSET, ())
     if not isinstance(qc, Mapping):
-        raise ConfigError(f"{label}:quantization_config", "an object", repr(qc)[:60],
+        raise ConfigError(f"{label}:quantization_config", "an object", shown(qc)[:60],
                           "remove it or use a supported quant_method")
     method = qc.get("quant_method")
     path = f"{label}:quantization_config"
@@ -230,7 +230,7 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
         activation: Any = UNSET
         if act is not UNSET and act is not None:
             if act not in ("mxfp8", "bf16"):
-                raise ConfigError(f"{path}.activation_scheme", "mxfp8 or bf16", repr(act)[:40],
+                raise ConfigError(f"{path}.activation_scheme", "mxfp8 or bf16", shown(act)[:40],
                                   "remove activation_scheme")
             activation = kMxfp8Dynamic if act == "mxfp8" else BF16
         return CheckpointQuant("mxfp4", kMxfp4Static, activation,
@@ -239,12 +239,12 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
     if method == "compressed-tensors":
         groups = qc.get("config_groups")
         if not isinstance(groups, Mapping) or not groups:
-            raise ConfigError(f"{path}.config_groups", "a non-empty object", repr(groups)[:60],
+            raise ConfigError(f"{path}.config_groups", "a non-empty object", shown(groups)[:60],
                               "a compressed-tensors config with config_groups")
         for gname, group in groups.items():
             if not isinstance(group, Mapping) or not isinstance(group.get("weights"), Mapping):
                 raise ConfigError(f"{path}.config_groups.{gname}.weights", "an object",
-                                  repr(group)[:60], "a weights scheme")
+                                  shown(group)[:60], "a weights scheme")
             w = group["weights"]
             if w.get("type") == "float" and w.get("num_bits") == 4 and w.get("group_size") == 32:
                 act = _ct_activation(group.get("input_activations"),
@@ -258,11 +258,11 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
         g = qc.get("global_quant_config")
         if not isinstance(g, Mapping) or not isinstance(g.get("weight"), Mapping):
             raise ConfigError(f"{path}.global_quant_config.weight", "an object",
-                              repr(g)[:60], "a quark MXFP4 config")
+                              shown(g)[:60], "a quark MXFP4 config")
         w = g["weight"]
         if w.get("dtype") != "fp4" or w.get("group_size") != 32:
             raise ConfigError(f"{path}.global_quant_config.weight", "fp4 with group_size 32",
-                              repr(dict(w))[:80], "an MXFP4 (OCP MX) checkpoint")
+                              shown(dict(w))[:80], "an MXFP4 (OCP MX) checkpoint")
         inp = g.get("input_tensors")
         if inp is None:
             act: Any = BF16
@@ -274,12 +274,12 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
             act = kFp8StaticTensorSym
         else:
             raise ConfigError(f"{path}.global_quant_config.input_tensors",
-                              "null, fp4 or fp8_e4m3 (group 32 or per-tensor)", repr(inp)[:80],
+                              "null, fp4 or fp8_e4m3 (group 32 or per-tensor)", shown(inp)[:80],
                               "a supported quark activation scheme")
         return CheckpointQuant("quark", kMxfp4Static, act,
                                _str_list(qc.get("exclude"), f"{path}.exclude"))
     raise ConfigError(f"{path}.quant_method", "an MXFP4 method (mxfp4, compressed-tensors, quark)",
-                      repr(method)[:40], "an MXFP4 checkpoint, or no quantization_config plus "
+                      shown(method)[:40], "an MXFP4 checkpoint, or no quantization_config plus "
                       "--quantization mxfp4")
 
 

@@ -22,7 +22,7 @@ from typing import Final
 from packaging.utils import canonicalize_version
 from packaging.version import InvalidVersion, Version
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 
 __all__ = ["Device", "GPU_NAMES", "gpu_arch", "ARCHS_IN_SCOPE", "PLATFORMS", "arch_platform", "arch_sort_key",
            "LIBRARIES", "DISTRIBUTIONS", "Version", "parse_version"]
@@ -121,7 +121,7 @@ class Device:
             and not isinstance(self.arch, bool)
         if not ok:
             raise ConfigError("device", "Device(platform: str, arch: int or str)",
-                              repr((self.platform, self.arch))[:60], "Device.parse('sm90')")
+                              shown((self.platform, self.arch))[:60], "Device.parse('sm90')")
 
     @property
     def name(self) -> str:
@@ -140,7 +140,7 @@ class Device:
             return text
         if not isinstance(text, str) or not text.strip():
             raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu, cpu or H100",
-                              repr(text), "sm90")
+                              shown(text), "sm90")
         t = text.strip().lower()
         if t in _NAMED:
             return cls(_NAMED[t], t)
@@ -159,7 +159,7 @@ class Device:
         if arch is not None:
             return cls.parse(arch)
         raise ConfigError("device", "a device name like sm90, 9.0, gfx950, xpu, cpu or H100",
-                          repr(text), "sm90, sm100, 10.0, gfx942, xpu, cpu, or a GPU name "
+                          shown(text), "sm90, sm100, 10.0, gfx942, xpu, cpu, or a GPU name "
                           "(H100, B200, RTX 5090, MI300X)")
 
 
@@ -226,6 +226,5 @@ def parse_version(text: object, library: str = "library") -> Version:
             return _canonical(Version(text))
         except InvalidVersion:
             pass
-    shown = repr(text)[:_MAX_VERSION_CHARS + 2]
     raise ConfigError(f"libraries.{library}", "a PEP 440 version like 0.7.2 or 0.7.2rc1",
-                      shown, f"{library}=0.7.2")
+                      shown(text, _MAX_VERSION_CHARS + 2), f"{library}=0.7.2")

@@ -16,7 +16,7 @@ import re
 from importlib import metadata
 from typing import Final
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 from oracle.platforms import DISTRIBUTIONS, Device, Version, parse_version
 from oracle.request import Environment
 
@@ -51,7 +51,7 @@ def detect_device(index: int | None = None) -> Device:
             m = _GFX_RE.match(raw.strip().lower().split(":")[0])
             if m is None:
                 raise ConfigError("device", "a ROCm device with a gfx architecture name",
-                                  repr(raw), "pass device= explicitly, e.g. gfx942")
+                                  shown(raw), "pass device= explicitly, e.g. gfx942")
             return Device("rocm", m.group(0))
         major, minor = cuda.get_device_capability(idx)
         return Device("cuda", int(major) * 10 + int(minor))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxfp4Static,
                          parse_quant_key, suggest)
 from oracle.platforms import LIBRARIES, Device, Version, parse_version
@@ -50,16 +50,16 @@ class Environment:
             raise
         except (TypeError, ValueError):
             raise ConfigError("environment", "library names mapped to version tuples or None",
-                              repr(libs)[:60], "Environment.parse('flashinfer=0.7.2,torch')")
+                              shown(libs)[:60], "Environment.parse('flashinfer=0.7.2,torch')")
         names = [n for n, _ in norm]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
-            raise ConfigError("environment", "each library at most once", repr(dup),
+            raise ConfigError("environment", "each library at most once", shown(dup),
                               "list each library once")
         object.__setattr__(self, "libraries", tuple(sorted(norm)))
         if not isinstance(self.all_present, bool):
             raise ConfigError("environment.all_present", "True or False",
-                              repr(self.all_present)[:40], "Environment.assume_all()")
+                              shown(self.all_present)[:40], "Environment.assume_all()")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Environment, (self.libraries, self.all_present))
@@ -86,7 +86,7 @@ class Environment:
         """``all`` | ``none`` | ``NAME[=VER],...`` (the CLI's ``--libraries``)."""
         if not isinstance(text, str):
             raise ConfigError("libraries", "a string: all, none or NAME[=VER],...",
-                              repr(text)[:60], "'flashinfer=0.7.2,torch'")
+                              shown(text)[:60], "'flashinfer=0.7.2,torch'")
         t = text.strip()
         if t == "all":
             return cls.assume_all()
@@ -107,10 +107,10 @@ class Environment:
                 name = "flashinfer"
             if name not in LIBRARIES:
                 s = suggest(name, LIBRARIES)
-                raise ConfigError("libraries", "a list of known kernel libraries", repr(name),
+                raise ConfigError("libraries", "a list of known kernel libraries", shown(name),
                                   f"'{s}'" if s else ", ".join(LIBRARIES), LIBRARIES)
             if name in libs:
-                raise ConfigError("libraries", "each library at most once", repr(name),
+                raise ConfigError("libraries", "each library at most once", shown(name),
                                   "list each library once")
             libs[name] = parse_version(ver.strip(), name) if ver.strip() else None
         return cls(libs, all_present=everything)
@@ -154,17 +154,17 @@ class LayerSpec:
             kinds, constraint, valid = _LAYER_FIELDS[f.name]
             typed = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
             if not (typed and valid(value)):
-                raise ConfigError(f"layer.{f.name}", f"{constraint} or None", repr(value)[:60],
+                raise ConfigError(f"layer.{f.name}", f"{constraint} or None", shown(value)[:60],
                                   f"fix layer.{f.name}")
         if self.top_k is not None and self.num_experts is not None \
                 and self.top_k > self.num_experts:
             raise ConfigError("layer.top_k", f"at most num_experts ({self.num_experts})",
-                              repr(self.top_k), "fix layer.top_k")
+                              shown(self.top_k), "fix layer.top_k")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
         if not isinstance(data, Mapping):
-            raise ConfigError("layer", "a mapping of LayerSpec fields", repr(data)[:60],
+            raise ConfigError("layer", "a mapping of LayerSpec fields", shown(data)[:60],
                               '{"hidden_size": 2880, "intermediate_size": 2880}')
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -201,7 +201,7 @@ _LAYER_FIELDS: Final[dict[str, tuple[tuple[type, ...], str, Any]]] = {
 
 def _check_field(path: str, value: Any, kinds: tuple[Any, ...], constraint: str) -> None:
     if not any(value is k if not isinstance(k, type) else isinstance(value, k) for k in kinds):
-        raise ConfigError(path, constraint, repr(value)[:60], f"pass {constraint}")
+        raise ConfigError(path, constraint, shown(value)[:60], f"pass {constraint}")
 
 
 def normalize_backend_name(name: str) -> str:

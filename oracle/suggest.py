@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from oracle.errors import ConfigError
+from oracle.errors import ConfigError, shown
 
 __all__ = ["normalize", "ranked", "closest", "Alias", "engine_table", "backend_aliases",
            "backend_suggestions", "suggest_backend", "ENGINES_FILE"]
@@ -151,7 +151,7 @@ class Alias:
 
 
 def _bad(path: str, constraint: str, got: object) -> ConfigError:
-    return ConfigError(f"oracle/{ENGINES_FILE}:{path}", constraint, repr(got)[:80],
+    return ConfigError(f"oracle/{ENGINES_FILE}:{path}", constraint, shown(got)[:80],
                        "fix the data file")
 
 
