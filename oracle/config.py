@@ -108,7 +108,7 @@ class QuantizationConfigArgs:
             if pattern.startswith("re:"):
                 try:
                     compiled.append(re.compile(pattern[3:]))
-                except re.error as exc:
+                except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999}: OverflowError
                     raise ConfigError(f"ignore[{i}]", "a valid regular expression after 're:'",
                                       shown(pattern), f"fix the regex ({exc})") from None
             else:
