@@ -31,14 +31,15 @@ __all__ = [
 ]
 
 
-def shown(value: object, limit: int = 200) -> str:
-    """``repr(value)`` for a message, cut to ``limit`` characters.  Never raises: the repr
-    of an int past Python's int-string limit (a 5000-digit number) raises ValueError."""
+def shown(value: object, limit: int | None = None) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters if given.  Never raises:
+    the repr of an int past Python's int-string limit (a 5000-digit number) raises
+    ValueError, which must not replace the error being reported."""
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - any repr failure must not replace the real error
         text = f"<unprintable {type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
 def escape(text: object, *, keep_newlines: bool = False) -> str:

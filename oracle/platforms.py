@@ -118,7 +118,8 @@ class Device:
 
     def __post_init__(self) -> None:
         ok = isinstance(self.platform, str) and isinstance(self.arch, (int, str)) \
-            and not isinstance(self.arch, bool)
+            and not isinstance(self.arch, bool) \
+            and not (isinstance(self.arch, int) and not 0 <= self.arch < 10**6)
         if not ok:
             raise ConfigError("device", "Device(platform: str, arch: int or str)",
                               shown((self.platform, self.arch))[:60], "Device.parse('sm90')")

@@ -158,7 +158,7 @@ class LayerSpec:
                                   f"fix layer.{f.name}")
         if self.top_k is not None and self.num_experts is not None \
                 and self.top_k > self.num_experts:
-            raise ConfigError("layer.top_k", f"at most num_experts ({self.num_experts})",
+            raise ConfigError("layer.top_k", f"at most num_experts ({shown(self.num_experts)})",
                               shown(self.top_k), "fix layer.top_k")
 
     @classmethod
@@ -174,8 +174,17 @@ class LayerSpec:
                 if getattr(self, f.name) is not None}
 
 
+_INT_LIMIT: Final = 2**63  # every size an engine passes fits an int64; larger ones cannot print
+
+
 def _positive(value: float) -> bool:
-    return value > 0 and (isinstance(value, int) or math.isfinite(value))
+    if isinstance(value, int):
+        return 0 < value < _INT_LIMIT
+    return value > 0 and math.isfinite(value)
+
+
+def _int64(value: int) -> bool:
+    return -_INT_LIMIT < value < _INT_LIMIT
 
 
 def _any(value: object) -> bool:
@@ -186,16 +195,16 @@ _NUMBER: Final = (float, int)
 #: field -> (types, constraint as the message says it, check).  Sizes may be any int:
 #: the shape gate reports a non-positive size as the row's reason, per candidate.
 _LAYER_FIELDS: Final[dict[str, tuple[tuple[type, ...], str, Any]]] = {
-    "hidden_size": ((int,), "an int", _any),
-    "intermediate_size": ((int,), "an int", _any),
-    "num_experts": ((int,), "a positive int", _positive),
-    "top_k": ((int,), "a positive int", _positive),
+    "hidden_size": ((int,), "an int64", _int64),
+    "intermediate_size": ((int,), "an int64", _int64),
+    "num_experts": ((int,), "a positive int64", _positive),
+    "top_k": ((int,), "a positive int64", _positive),
     "activation_fn": ((str,), "a non-empty str", bool),
     "swiglu_alpha": (_NUMBER, "a finite number > 0", _positive),
     "swiglu_limit": (_NUMBER, "a finite number > 0", _positive),
     "has_bias": ((bool,), "True or False", _any),
-    "ep_size": ((int,), "a positive int", _positive),
-    "tp_size": ((int,), "a positive int", _positive),
+    "ep_size": ((int,), "a positive int64", _positive),
+    "tp_size": ((int,), "a positive int64", _positive),
 }
 
 
