@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Kernel benchmark: FlashInfer CUTLASS W4A16 MoE (through our adapter) at gpt-oss shapes.
+"""Kernel benchmark: every MXFP4 MoE kernel that runs here, side by side, at gpt-oss shapes.
+
+FlashInfer CUTLASS W4A16 (adapter and raw), HUMMING (bf16, fp8 per token, fp8 per tensor; adapter
+and library calls alone) and EMULATION, on the same inputs, printed as one table of times and
+ratios to FlashInfer (``tools/device_check.py``'s ``run_side`` / ``run_bench``).
 
 Measures, in one process on one GPU:
 
@@ -42,13 +46,19 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, nargs="+", default=list(dc.BENCH_MS))
     ap.add_argument("--json", type=Path, default=None, help="write the raw result here")
     ap.add_argument("--no-build", action="store_true", help="use whatever module FlashInfer's loader returns")
+    ap.add_argument("--backends", nargs="+", default=list(dc.ALL_BACKENDS), choices=dc.ALL_BACKENDS,
+                    help="kernels to time side by side (HUMMING needs humming-kernels)")
     args = ap.parse_args(argv)
     dc.bootstrap()
     result: dict = {"env": dc.env_info()}
-    if not args.no_build:
-        dc.run_build(result)
-    dc.run_bench(result, es=tuple(args.experts), ms=tuple(args.tokens))
-    print(dc.summary_text(result))
+    side = [b for b in args.backends if b in dc.SIDE_BACKENDS]
+    if side:
+        dc.run_side(result, names=tuple(side), es=tuple(args.experts), ms=tuple(args.tokens))
+    if "FLASHINFER_CUTLASS_MXFP4_BF16" in args.backends:
+        if not args.no_build:
+            dc.run_build(result)
+        dc.run_bench(result, es=tuple(args.experts), ms=tuple(args.tokens))
+    print(dc.summary_text(result))  # ends with the side-by-side table: times and ratios to FlashInfer
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
     return 0

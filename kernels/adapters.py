@@ -939,8 +939,16 @@ class CutlassMxfp8Mxfp4Sm100Adapter(_Sm100Adapter):
 
 # --------------------------------------------------------------------------- registry
 
+def _humming_adapter(**kwargs: Any):
+    """HUMMING's adapter lives in :mod:`oracle.kernels.humming` (optional extra ``humming``)."""
+    from .humming import HummingAdapter
+
+    return HummingAdapter(**kwargs)
+
+
 #: Backend name (a matrix row) -> the factory of its adapter.
 ADAPTERS: dict[str, Callable[..., Any]] = {
+    "HUMMING": _humming_adapter,
     "FLASHINFER_CUTLASS_MXFP4_BF16": CutlassW4A16Sm90Adapter,
     "FLASHINFER_TRTLLM_MXFP4_BF16": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_BF16"),
     "FLASHINFER_TRTLLM_MXFP4_MXFP8": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_MXFP8"),

@@ -6,8 +6,12 @@
     moe = build_moe(sel, load_gpt_oss_layer(path, 0), layer_spec)
     out = moe(hidden_states, topk_ids, topk_weights)   # [M, H] bf16
 
-``EMULATION`` maps to the pure-torch reference (:mod:`oracle.kernels.reference`);
-FlashInfer backends map to the adapters in :mod:`oracle.kernels.adapters`.
+``EMULATION`` maps to :class:`~oracle.kernels.emulation.EmulationMoE` (MXFP4 dequantized
+once, BF16 GEMMs -- ``compute_dtype=torch.float32`` for the reference's arithmetic -- with
+the QDQ of the selection's activation key: MXFP8, FP8 per tensor, FP8 per token, MXFP4;
+CPU or CUDA); ``HUMMING`` to the humming-kernels adapter (:mod:`oracle.kernels.humming`;
+BF16, or an FP8 per-token / per-tensor activation override); FlashInfer backends map
+to the adapters in :mod:`oracle.kernels.adapters`.
 Checks that need no tensors (backend known, the selection's activation key
 against the backend's matrix row, layer geometry and top_k vs weights,
 parallelism) happen here, before any preparation.
@@ -33,7 +37,10 @@ from oracle.keys import (
     Bf16Marker,
     canonical_name,
     kFp8DynamicTensorSym,
+    kFp8DynamicTokenSym,
     kFp8StaticTensorSym,
+    kMxfp4Dynamic,
+    kMxfp4Static,
     kMxfp8Dynamic,
     kMxfp8Static,
 )
@@ -41,9 +48,10 @@ from oracle.matrix import MATRIX
 
 from .adapters import ADAPTERS, KernelUnavailable, adapter_for
 from .checkpoint import MoEWeights
+from .emulation import EmulationMoE
 from .reference import ActivationSpec, moe_reference
 
-__all__ = ["build_moe", "MoEModule", "ReferenceMoE", "activation_from_layer", "IMPLEMENTED_BACKENDS"]
+__all__ = ["build_moe", "MoEModule", "EmulationMoE", "ReferenceMoE", "activation_from_layer", "IMPLEMENTED_BACKENDS"]
 
 IMPLEMENTED_BACKENDS: tuple[str, ...] = tuple(sorted(ADAPTERS)) + ("EMULATION",)
 
@@ -53,15 +61,26 @@ def _activation_key(key: Any) -> Any:
     return None if key is None or isinstance(key, Bf16Marker) else key
 
 
+#: Activation key -> the QDQ that EMULATION (and the reference's ``act_quant``) applies for it.
+#: FP8 per-tensor keys are emulated with a dynamic scale (amax/448 of each GEMM input).
+EMULATED_ACTIVATIONS: dict[Any, str] = {
+    kMxfp8Dynamic: "mxfp8", kMxfp8Static: "mxfp8",
+    kFp8DynamicTensorSym: "fp8_per_tensor", kFp8StaticTensorSym: "fp8_per_tensor",
+    kFp8DynamicTokenSym: "fp8_per_token",
+    kMxfp4Dynamic: "mxfp4", kMxfp4Static: "mxfp4",
+}
+
+
 def _act_quant(key: Any) -> str | None:
-    """Selection.activation -> the reference's ``act_quant`` ('mxfp8', 'fp8_per_tensor' or None)."""
+    """Selection.activation -> the reference's ``act_quant`` (None for bf16; see EMULATED_ACTIVATIONS)."""
     if key is None or isinstance(key, Bf16Marker):
         return None
-    if key in (kMxfp8Dynamic, kMxfp8Static):
-        return "mxfp8"
-    if key in (kFp8DynamicTensorSym, kFp8StaticTensorSym):
-        return "fp8_per_tensor"
-    raise ConfigError("selection.activation", "bf16, an MXFP8 key or an FP8 per-tensor key for the kernels here",
+    try:
+        return EMULATED_ACTIVATIONS[key]
+    except (KeyError, TypeError):
+        pass
+    raise ConfigError("selection.activation", "bf16 or one of the emulated activation keys: "
+                      + ", ".join(sorted({canonical_name(k) for k in EMULATED_ACTIVATIONS})),
                       canonical_name(key), "pick another activation (see `mxfp4-oracle keys`)")
 
 
@@ -189,19 +208,34 @@ def build_moe(selection: Any, checkpoint_weights: MoEWeights, layer: Any = None,
     selected = getattr(selection, "activation", None)
 
     if backend == "EMULATION":
-        if check_finite:  # every expert, as the adapters' prepare does
-            checkpoint_weights.check_finite()
-        return ReferenceMoE(checkpoint_weights, activation, _act_quant(selected), top_k, check_finite=check_finite)
+        # Dequantize once + GEMMs in compute_dtype (default BF16), on the weights' device (CPU or
+        # CUDA); the FlashInfer-only keyword arguments (device, max_num_tokens, ...) do not apply.
+        return EmulationMoE(checkpoint_weights, activation, _act_quant(selected), top_k,
+                            check_finite=check_finite,
+                            compute_dtype=adapter_kwargs.get("compute_dtype", torch.bfloat16))
     if backend not in ADAPTERS:
         raise KernelUnavailable(backend, "one of the backends with a kernel adapter here: "
                                 + ", ".join(IMPLEMENTED_BACKENDS), "no adapter",
                                 "pin one of those with --moe-backend, or use EMULATION")
     row = MATRIX.by_name[backend]
-    if _activation_key(selected) != row.activation:
-        raise ConfigError("selection.activation", f"{row.activation_name} for {backend} (its matrix row)",
+    key = _activation_key(selected)
+    applies = getattr(row, "applies", None)
+    requested = key != row.activation and callable(applies) and applies(key)
+    if key != row.activation and not requested:
+        raise ConfigError("selection.activation", f"{row.activation_name} for {backend} (its matrix row), or a "
+                          "key the row quantizes activations to itself (requested_activations)",
                           canonical_name(selected),
                           "re-run the selection; the backend and the activation must come from the same row")
-    adapter = adapter_for(backend, activation=activation, check_finite=check_finite,
-                          check_expert_ids=check_expert_ids, **adapter_kwargs)
+    if requested:  # the kernel quantizes to the requested key: the adapter must implement it
+        adapter_kwargs = {**adapter_kwargs, "activation_key": key}
+    try:
+        adapter = adapter_for(backend, activation=activation, check_finite=check_finite,
+                              check_expert_ids=check_expert_ids, **adapter_kwargs)
+    except TypeError as e:
+        if requested and "activation_key" in str(e):
+            raise KernelUnavailable(backend, f"an adapter that runs {row.activation_name} activations",
+                                    f"requested {canonical_name(key)}",
+                                    "select without the activation request, or use EMULATION") from None
+        raise
     prepared = adapter.prepare(checkpoint_weights)
     return MoEModule(backend, adapter, prepared, top_k)

@@ -56,6 +56,8 @@ __all__ = [
     "quantize_mxfp4",
     "fake_quant_mxfp8",
     "fake_quant_fp8_per_tensor",
+    "fake_quant_fp8_per_token",
+    "fake_quant_mxfp4",
 ]
 
 MX_BLOCK = 32
@@ -178,7 +180,7 @@ def _round_e2m1_codes(scaled: torch.Tensor) -> torch.Tensor:
     return code | (torch.signbit(scaled).to(torch.uint8) << 3)
 
 
-def quantize_mxfp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_mxfp4(w: torch.Tensor, *, name: str = "w") -> tuple[torch.Tensor, torch.Tensor]:
     """w float [..., N, K] -> (blocks uint8 [..., N, K/32, 16], scales uint8 [..., N, K/32]).
 
     Per 32-block the exponent is the smallest one for which the block maximum
@@ -186,8 +188,8 @@ def quantize_mxfp4(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     nearest E2M1 code, ties to even. Values already representable with a shared
     exponent whose block contains a +-6 code come back bit-identical.
     """
-    x = _blocked("w", w)
-    _check_finite("w", w)
+    x = _blocked(name, w)
+    _check_finite(name, w)
     work = torch.float64 if w.dtype == torch.float64 else torch.float32
     x = x.to(work)
     e = _shared_exponent(x.abs().amax(dim=-1), E2M1_MAX)         # [..., N, G]
@@ -239,3 +241,33 @@ def fake_quant_fp8_per_tensor(x: torch.Tensor, scale: float | torch.Tensor | Non
                                    "pass None for a dynamic scale")
         s = s.reshape(())
     return (_fp8_round(xf / s) * s).to(x.dtype)
+
+
+def fake_quant_fp8_per_token(x: torch.Tensor) -> torch.Tensor:
+    """Emulate dynamic FP8 e4m3 per-token quantization: one scale per row (last axis), amax / 448.
+
+    A row of zeros keeps scale 1 (it quantizes to zeros).  Returns ``q * scale`` in ``x.dtype``.
+    """
+    if not x.is_floating_point() or x.dim() == 0:
+        raise KernelInputError("x", "a floating-point tensor with a last (hidden) axis", x.dtype,
+                               "convert to float32 or bfloat16")
+    _check_finite("x", x)
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xf = x.to(work)
+    if xf.shape[-1] == 0:
+        return x.clone()
+    amax = xf.abs().amax(dim=-1, keepdim=True)
+    s = torch.where(amax > 0, amax / E4M3_MAX, torch.ones_like(amax))
+    return (_fp8_round(xf / s) * s).to(x.dtype)
+
+
+def fake_quant_mxfp4(x: torch.Tensor) -> torch.Tensor:
+    """Emulate MXFP4 activation quantization: E2M1 values, one E8M0 scale per 32 along the last axis.
+
+    The same rule as the weight quantizer (:func:`quantize_mxfp4`: smallest shared
+    exponent that does not saturate, round to nearest E2M1, ties to even), then
+    dequantized back to ``x.dtype``.
+    """
+    blocks, scales = quantize_mxfp4(x, name="x")
+    return dequantize_mxfp4(blocks, scales, torch.float64 if x.dtype == torch.float64 else torch.float32
+                            ).to(x.dtype)

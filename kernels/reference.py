@@ -43,7 +43,7 @@ import torch
 from oracle.errors import ConfigError, KernelInputError, shown
 
 from .checkpoint import MoEWeights
-from .mxfp4 import fake_quant_fp8_per_tensor, fake_quant_mxfp8
+from .mxfp4 import fake_quant_fp8_per_tensor, fake_quant_fp8_per_token, fake_quant_mxfp4, fake_quant_mxfp8
 
 __all__ = [
     "ActivationSpec",
@@ -54,7 +54,7 @@ __all__ = [
     "moe_reference_naive_f64",
 ]
 
-ACT_QUANT_CHOICES = (None, "mxfp8", "fp8_per_tensor")
+ACT_QUANT_CHOICES = (None, "mxfp8", "fp8_per_tensor", "fp8_per_token", "mxfp4")
 _KINDS = ("swiglu_oai", "swiglu")
 
 
@@ -198,8 +198,8 @@ def _check_inputs(hidden, weights: MoEWeights, topk_ids, topk_weights, activatio
     if not isinstance(activation, ActivationSpec):
         raise KernelInputError("activation", "an ActivationSpec", type(activation).__name__)
     if act_quant not in ACT_QUANT_CHOICES:
-        raise ConfigError("act_quant", "one of None, 'mxfp8', 'fp8_per_tensor'", repr(act_quant),
-                          choices=("mxfp8", "fp8_per_tensor"))
+        raise ConfigError("act_quant", "one of None, " + ", ".join(repr(c) for c in ACT_QUANT_CHOICES[1:]),
+                          repr(act_quant), choices=ACT_QUANT_CHOICES[1:])
     _check_act_scales(act_scales, act_quant)
     if not isinstance(check_finite, bool):
         raise KernelInputError("check_finite", "True or False", repr(check_finite)[:40])
@@ -217,6 +217,10 @@ def _quant(x: torch.Tensor, act_quant: str | None, scale) -> torch.Tensor:
         return x
     if act_quant == "mxfp8":
         return fake_quant_mxfp8(x)
+    if act_quant == "fp8_per_token":
+        return fake_quant_fp8_per_token(x)
+    if act_quant == "mxfp4":
+        return fake_quant_mxfp4(x)
     return fake_quant_fp8_per_tensor(x, scale)
 
 
@@ -243,7 +247,9 @@ def moe_reference(hidden: torch.Tensor, weights: MoEWeights, topk_ids: torch.Ten
 
     expert_e(x) = W2_e · act(W13_e · q(x) + b13_e) quantized by q, + b2_e, in float32.
     ``act_quant``: None (bf16/float activations), ``"mxfp8"`` (per-32 E8M0 +
-    e4m3) or ``"fp8_per_tensor"`` (e4m3, one scale per GEMM input). For the
+    e4m3), ``"fp8_per_token"`` (e4m3, one dynamic amax/448 scale per row of each
+    GEMM input), ``"mxfp4"`` (per-32 E8M0 + e2m1) or ``"fp8_per_tensor"`` (e4m3,
+    one scale per GEMM input). For the
     latter, ``act_scales=(s1, s2)`` gives static scales; a ``None`` entry (or
     no ``act_scales``) means dynamic: amax/448 over the whole GEMM input (all
     tokens for GEMM1, all routed (token, expert) rows for GEMM2).

@@ -8,9 +8,13 @@ re-exported here, where most callers have always imported them from.
 
 from oracle.matrix.loader import (STATUSES, Adjustment, ArchStatus, Matrix, Row, load_matrix,
                                   parse_matrix)
+from oracle.matrix.releases import POLICY_RELEASES, Release, Variant, load_releases
 from oracle.platforms import ARCHS_IN_SCOPE, arch_platform
 
 MATRIX: Matrix = load_matrix()
+#: vLLM release -> its selection rules (matrix/vllm.toml), variants checked against MATRIX.
+RELEASES: dict[str, Release] = load_releases(rows=MATRIX.by_name)
 
-__all__ = ["ARCHS_IN_SCOPE", "MATRIX", "STATUSES", "Adjustment", "ArchStatus", "Matrix", "Row",
-           "arch_platform", "load_matrix", "parse_matrix"]
+__all__ = ["ARCHS_IN_SCOPE", "MATRIX", "POLICY_RELEASES", "RELEASES", "STATUSES", "Adjustment",
+           "ArchStatus", "Matrix", "Release", "Row", "Variant", "arch_platform", "load_matrix",
+           "load_releases", "parse_matrix"]

@@ -33,8 +33,8 @@ from typing import Any, Final, NoReturn
 
 from oracle.errors import ConfigError, MatrixError
 from oracle.keys import KEY_CONSTANTS, QuantKey, canonical_name
-from oracle.platforms import (LIBRARIES, Device, Version, arch_platform, arch_sort_key,
-                              parse_version)
+from oracle.platforms import (LIBRARIES, PLATFORMS, Device, Version, arch_platform,
+                              arch_sort_key, parse_version)
 
 __all__ = ["STATUSES", "Adjustment", "ArchStatus", "Matrix", "Row", "load_matrix",
            "parse_matrix"]
@@ -151,6 +151,21 @@ _align = _typed(int, "a positive multiple of 32 (the MX block size)",
                 lambda v: v > 0 and v % 32 == 0)
 
 
+def _applied_key(row: str, key: str, value: Any) -> QuantKey | str:
+    """A key the kernel applies on request, or ``"any"`` (it quantizes to whatever is asked)."""
+    return "any" if value == "any" else _quant_key(allow_none=False)(row, key, value)
+
+
+def _platform_align(row: str, key: str, platform: Any, value: Any) -> tuple[str, tuple[int, int]]:
+    where = f"{key}.{platform}"
+    _one_of(PLATFORMS)(row, where, platform)
+    ok = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    if not ok:
+        _fail(row, where, "[hidden_align, intermediate_align], positive ints", value, "[256, 256]")
+    return platform, (value[0], value[1])
+
+
 def _spec(check: Check, default: Any = MISSING, factory: Any = MISSING) -> Any:
     """A dataclass field whose TOML value ``check`` validates and converts (no default:
     the key is required)."""
@@ -226,6 +241,10 @@ class Row:
     pads: bool = _spec(_flag)
     ep_required: bool = _spec(_flag, False)
     last_resort: bool = _spec(_flag, False)
+    requested_activations: tuple[QuantKey | str, ...] = _spec(
+        _list_of(_applied_key, 'a list of QuantKey constant names or "any"'), ())
+    align: tuple[tuple[str, tuple[int, int]], ...] = _spec(
+        _table_of("a table {platform = [hidden_align, intermediate_align]}", _platform_align), ())
     min_versions: tuple[tuple[str, Version], ...] = _spec(_min_versions, ())
     arch_status: tuple[tuple[str, ArchStatus], ...] = _spec(
         _table_of("a table keyed by arch", _arch_status), ())
@@ -252,6 +271,18 @@ class Row:
     @property
     def activation_name(self) -> str:
         return canonical_name(self.activation)
+
+    def applies(self, key: QuantKey | None) -> bool:
+        """Whether the kernel quantizes activations to ``key`` itself when asked."""
+        return key is not None and ("any" in self.requested_activations
+                                    or key in self.requested_activations)
+
+    def alignment(self, platform: str) -> tuple[int, int]:
+        """(hidden, intermediate) alignment on ``platform``."""
+        for p, pair in self.align:
+            if p == platform:
+                return pair
+        return self.hidden_align, self.intermediate_align
 
     def sorted_archs(self) -> list[str]:
         """``archs`` in display order (archs in scope first, by position)."""
@@ -392,9 +423,10 @@ def parse_matrix(doc: Mapping[str, Any]) -> Matrix:
             if m not in by_name:
                 _fail(f"names.{alias}", "members", "names of rows in the table", m)
     for r in d.row:
-        if r.name not in d.names.get(r.family, ()):
-            _fail(r.name, "family", f"a name listed under [names] whose list has {r.name}",
-                  r.family)
+        # A variant without a vendor name is its own family (reached by its member name).
+        if r.name not in d.names.get(r.family, ()) and r.family != r.name.lower():
+            _fail(r.name, "family", f"a name listed under [names] whose list has {r.name}, "
+                  f"or {r.name.lower()}", r.family)
     for i, adj in enumerate(d.adjustment):
         label = f"adjustment#{i}"
         if adj.move not in by_name:

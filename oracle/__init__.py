@@ -8,6 +8,8 @@ Entry points:
 
 * ``select(request)`` / ``explain(request)`` -- the pure decision for a
   :class:`SelectionRequest`, and every candidate's verdict.
+* ``diff(a, b)`` -- what changes between two requests: inputs, winner, candidates
+  (a ``SetupDiff``; from ``oracle.diff``).
 * ``select_for_model(model, device=None, moe_backend="auto", quantization=None,
   quantization_config=None, environment=None, allow_activation_fallback=False)`` --
   what a loader calls at model init: reads the model's ``config.json`` (a folder, a
@@ -36,11 +38,12 @@ from oracle.platforms import Device
 from oracle.request import Environment, LayerSpec, SelectionRequest
 from oracle.selection import Rejection, Selection, Verdict
 from oracle.selector import explain, select
+from oracle.diff import SetupDiff, diff  # binds oracle.diff to the function, not the module
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "select", "explain", "select_for_model", "select_for_group",
+    "select", "explain", "diff", "SetupDiff", "select_for_model", "select_for_group",
     "SelectionRequest", "Selection", "Rejection", "Verdict", "Reason",
     "Device", "Environment", "LayerSpec", "QuantKey", "ScaleDesc", "GroupShape", "BF16",
     "QUANT_KEY_NAMES", "QuantSpec", "QuantizationConfigArgs", "resolve_quantization_config",

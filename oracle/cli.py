@@ -1,4 +1,4 @@
-"""``mxfp4-oracle``: select / explain / matrix / keys / docs.
+"""``mxfp4-oracle``: select / explain / diff / matrix / keys / docs.
 
 Flags follow vLLM: ``--moe-backend`` (case-insensitive, '-' for '_'),
 ``--quantization``, ``--quantization-config JSON`` and the dotted form
@@ -34,7 +34,7 @@ from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBa
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
-COMMANDS = ("select", "explain", "matrix", "keys", "docs")
+COMMANDS = ("select", "explain", "diff", "matrix", "keys", "docs")
 _DOTTED = re.compile(r"^--quantization[-_]config\.([A-Za-z0-9_.\-]+)$")
 
 
@@ -74,6 +74,9 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None,
                    help="assume the kernel libraries an engine release ships, e.g. vllm-0.33 "
                         "(instead of --libraries)")
+    p.add_argument("--policy", default="strict",
+                   help="strict (default): the project's rules; vllm-0.33 | vllm-0.22: what "
+                        "that vLLM release would run")
     p.add_argument("--allow-activation-fallback", action="store_true",
                    help="with an activation override, allow a BF16 variant if none matches")
     p.add_argument("--json", action="store_true", help="print the contract JSON")
@@ -91,6 +94,11 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, help_text in (("select", "choose the backend (default command)"),
                             ("explain", "every candidate's verdict, reason and detail")):
         _add_selection_flags(sub.add_parser(name, help=help_text))
+    _add_selection_flags(sub.add_parser(
+        "diff", help="what changes between two setups: diff [A flags] -- [B flags]",
+        description="Compare setup A (the flags before --) with setup B (A with the flags "
+                    "after -- applied on top): changed inputs, the winner on each side, and "
+                    "every candidate whose verdict changed."))
     m = sub.add_parser("matrix", help="the compatibility matrix")
     m.add_argument("--device", default=None, help="only rows covering this device")
     m.add_argument("--json", action="store_true")
@@ -111,6 +119,7 @@ class CliArgs:
     options: argparse.Namespace
     quantization_config: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    against: CliArgs | None = None  # diff: setup B (A's flags with B's applied on top)
 
 
 def _parse_value(text: str) -> Any:
@@ -145,6 +154,8 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any, flag: str,
 def parse_argv(argv: Sequence[str]) -> CliArgs:
     """argv → CliArgs; every malformed input is a ConfigError (never SystemExit, except --help)."""
     argv = [str(a) for a in argv]
+    if argv[:1] == ["diff"] and "--" in argv:
+        return _parse_diff(argv)
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["select", *argv]
     # Pull the dotted --quantization-config.X.Y flags out (argparse cannot declare them).
@@ -182,7 +193,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                               f"--{name.replace('_', '-')} VALUE")
     if opts.command is None:  # pragma: no cover - handled by the default above
         raise ConfigError("argv", "a command", "none", " | ".join(COMMANDS))
-    if dotted and opts.command not in ("select", "explain"):
+    if dotted and opts.command not in ("select", "explain", "diff"):
         raise ConfigError(dotted[0][1], f"used with select or explain, not {opts.command}",
                           "a dotted --quantization-config flag", "mxfp4-oracle select ...")
     warnings: list[str] = []
@@ -215,6 +226,35 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                       warnings)
     _normalize_names(opts, config)
     return CliArgs(opts.command, opts, config, warnings)
+
+
+def _parse_diff(argv: list[str]) -> CliArgs:
+    """``diff [A flags] -- [B flags]`` -> A's CliArgs with B in ``against``.
+
+    B is parsed as A's flags followed by B's, so B keeps everything it does not name and
+    wins where both say something, exactly as a repeated flag does (``--quantization-config``
+    merges field by field, ``null`` clears).  B's flags are also parsed alone: their errors
+    name them, and B's warnings are B's own.  ``--libraries`` and ``--target`` both describe
+    the libraries, so B naming one drops A's other.  ``--json`` on either side is the output's.
+    """
+    cut = argv.index("--")
+    a_flags, b_flags = argv[1:cut], argv[cut + 1:]
+    if "--" in b_flags:
+        raise ConfigError("argv", "diff flags with one '--' between setup A and setup B",
+                          shown(b_flags)[:100], "mxfp4-oracle diff --device sm90 -- --device sm100")
+    a = parse_argv(["diff", *a_flags])
+    b_alone = parse_argv(["diff", *b_flags])
+    b = parse_argv(["diff", *a_flags, *b_flags])
+    named = b_alone.options
+    if named.target is not None and named.libraries is None:
+        b.options.libraries = None
+    elif named.libraries is not None and named.target is None:
+        b.options.target = None
+    a.options.json = b.options.json = a.options.json or named.json
+    b.warnings = b_alone.warnings
+    a.warnings = list(dict.fromkeys([*a.warnings, *b.warnings]))
+    a.against = b
+    return a
 
 
 def _flags_of(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
@@ -434,7 +474,7 @@ def _request_args(args: CliArgs) -> tuple[dict[str, Any], _Place]:
         sys.stderr.write(place.note + "\n")
     return dict(device=place.device, moe_backend=o.moe_backend, quantization=o.quantization,
                 quantization_config=args.quantization_config, environment=place.environment,
-                allow_activation_fallback=o.allow_activation_fallback), place
+                allow_activation_fallback=o.allow_activation_fallback, policy=o.policy), place
 
 
 def _cmd_select(args: CliArgs, out: Any) -> int:
@@ -559,8 +599,41 @@ def _cmd_docs(args: CliArgs, out: Any) -> int:
     return main_docs(check=args.options.check, path=args.options.path)
 
 
-_HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "matrix": _cmd_matrix,
-             "keys": _cmd_keys, "docs": _cmd_docs}
+def _cmd_diff(args: CliArgs, out: Any) -> int:
+    """Both setups through select's own request building, then :func:`oracle.diff.diff`.
+
+    A side that cannot select (nothing eligible, unknown backend, activation conflict) is
+    part of the answer: exit 0.  Flags or a config that cannot build a request: exit 2.
+    """
+    import contextlib
+    import io
+
+    from oracle.diff import diff
+    from oracle.model import build_request
+    if args.against is None:
+        raise ConfigError("argv", "diff [A flags] -- [B flags] (B: only the flags that differ)",
+                          "no '--' between the two setups",
+                          "mxfp4-oracle diff --device sm90 -- --device sm100")
+    requests, said = [], []
+    for side in (args, args.against):
+        captured = io.StringIO()
+        with contextlib.redirect_stderr(captured):
+            kwargs, _ = _request_args(side)
+        for line in captured.getvalue().splitlines():  # a note A and B share is said once
+            if line not in said:
+                said.append(line)
+                sys.stderr.write(line + "\n")
+        requests.append(build_request(side.options.model, **kwargs)[0])
+    result = diff(*requests)
+    if args.options.json:
+        out.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        out.write(result.describe(WIDTH) + "\n")
+    return 0
+
+
+_HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "diff": _cmd_diff,
+             "matrix": _cmd_matrix, "keys": _cmd_keys, "docs": _cmd_docs}
 
 
 # ----------------------------------------------------------------------------- errors

@@ -19,8 +19,9 @@ from pathlib import Path
 from oracle.errors import ConfigError, NoEligibleBackend, shown
 from oracle.files import read_regular_file, user_path
 from oracle.gates import GATE_ORDER, Reason
+from oracle.diff import diff
 from oracle.keys import QuantKey, canonical_name, kFp8StaticTensorSym, kMxfp4Dynamic, \
-    kMxfp8Dynamic
+    kMxfp4Static, kMxfp8Dynamic
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row
 from oracle.model import layer_from_config, load_model_config
 from oracle.platforms import GPU_NAMES, Device, arch_platform
@@ -280,6 +281,37 @@ def _arch_section(matrix: Matrix, arch: str, notes: _Footnotes, names: dict[str,
     return out
 
 
+def _policy_section() -> list[str]:
+    """Per arch and activation request: where strict and vLLM 0.33 pick differently
+    (``oracle.diff`` of the same request under both policies)."""
+    rows = []
+    for arch in ARCHS_IN_SCOPE:
+        for label, act in AUTO_REQUESTS:
+            strict = docs_request(kMxfp4Static, arch, act)
+            d = diff(strict, strict.with_(policy="vllm-0.33"))
+            if not d.winner_changed:
+                continue
+            before, after = d.winner_before, d.winner_after
+            why = next((c for c in d.candidate_changes if c.backend == after.backend), None)
+            reason = why.before.reason if why is not None else None
+            rows.append([arch, label, before.backend or f"— ({', '.join(before.reasons)})",
+                         after.backend or f"— ({', '.join(after.reasons)})",
+                         f"strict: `{reason}`" if reason else
+                         "absent under strict" if why is not None and why.before.verdict == "absent"
+                         else "strict prefers its pick"])
+    return [
+        "## Where strict and vLLM 0.33 pick differently",
+        "",
+        *_para("The same requests as above under `--policy vllm-0.33` (what vLLM 0.33.0's own "
+               "selection runs; proven case by case by tests/conformance), computed with "
+               "`oracle.diff`; arch/request pairs not listed pick the same backend. Why strict "
+               "differs: guide.md, \"Where strict differs from vLLM\"."),
+        "",
+        *_table(["arch", "activation", "strict", "vLLM 0.33", "why"], rows),
+        "",
+    ]
+
+
 def render_support_matrix(matrix: Matrix = MATRIX) -> str:
     """The whole ``docs/support-matrix.md`` page as a string (deterministic)."""
     notes = _Footnotes()
@@ -393,6 +425,8 @@ def render_support_matrix(matrix: Matrix = MATRIX) -> str:
     names = gpu_names_by_arch()
     for arch in ARCHS_IN_SCOPE:
         out += _arch_section(matrix, arch, notes, names, len(weights) > 1)
+    if matrix == MATRIX:  # the policies read the bundled table
+        out += _policy_section()
 
     out += ["## Sources and notes", ""]
     for row in sorted(matrix.rows, key=lambda r: r.rank):

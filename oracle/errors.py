@@ -146,10 +146,13 @@ class NoEligibleBackend(OracleError):
     def __init__(self, request_summary: str, rejected: Sequence[Any],
                  alternatives: Sequence[str] = (), working_archs: Sequence[str] = (),
                  pinned: str | None = None,
-                 hint: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None) -> None:
+                 hint: Callable[[], tuple[Sequence[str], Sequence[str]]] | None = None,
+                 vllm: str | None = None) -> None:
         self.request_summary = request_summary
         self.rejected = list(rejected)
         self.pinned = pinned
+        #: Under the strict policy, what vLLM 0.33 would do instead (None: it fails too).
+        self.vllm = vllm
         self._hint = hint
         self._alternatives = tuple(alternatives)
         self._working_archs = tuple(working_archs)
@@ -187,6 +190,8 @@ class NoEligibleBackend(OracleError):
         head = _fmt(self.what, self.constraint, self.request_summary, None)
         lines = [head + "; every candidate was rejected:"]
         lines += [f"  {r.backend}: {r.reason.value} — {escape(r.detail)}" for r in self.rejected]
+        if self.vllm:
+            lines.append(f"note: {escape(self.vllm)}")
         lines.append(f"try: {escape(self.fix)}")
         return "\n".join(lines)
 
@@ -195,13 +200,14 @@ class NoEligibleBackend(OracleError):
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles with the hint resolved
         return (NoEligibleBackend, (self.request_summary, self.rejected, self.alternatives,
-                                    self.working_archs, self.pinned))
+                                    self.working_archs, self.pinned, None, self.vllm))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "error": type(self).__name__,
             "message": self.message,
             "rejected": [r.to_dict() for r in self.rejected],
+            "vllm": self.vllm,
         }
 
 

@@ -37,6 +37,7 @@ class Reason(str, Enum):
     KNOWN_BAD = "known_bad"
     SHAPE_UNALIGNED = "shape_unaligned"
     ACTIVATION_FN_UNSUPPORTED = "activation_fn_unsupported"
+    BIAS_UNSUPPORTED = "bias_unsupported"
     PARALLELISM_UNSUPPORTED = "parallelism_unsupported"
     NOT_AUTO_SELECTABLE = "not_auto_selectable"
 
@@ -108,7 +109,7 @@ def _weight(row: Any, g: GateInput) -> GateVerdict:
 
 
 def _activation(row: Any, g: GateInput) -> GateVerdict:
-    if not g.strict or row.activation == g.activation \
+    if not g.strict or row.activation == g.activation or row.applies(g.activation) \
             or (g.allow_bf16_fallback and row.activation is None):
         return _PASS
     return no(Reason.ACTIVATION_MISMATCH, g.activation,
@@ -146,8 +147,9 @@ def _shape(row: Any, g: GateInput) -> GateVerdict:
     if layer is None:
         return _PASS
     notes = []
-    for label, size, align in (("hidden", layer.hidden_size, row.hidden_align),
-                               ("intermediate", layer.intermediate_size, row.intermediate_align)):
+    hidden_align, intermediate_align = row.alignment(g.request.device.platform)
+    for label, size, align in (("hidden", layer.hidden_size, hidden_align),
+                               ("intermediate", layer.intermediate_size, intermediate_align)):
         if size is None:
             continue
         if size <= 0:
@@ -174,8 +176,7 @@ def _bias(row: Any, g: GateInput) -> GateVerdict:
     layer = g.request.layer
     if layer is None or not layer.has_bias or row.bias:
         return _PASS
-    return no(Reason.ACTIVATION_FN_UNSUPPORTED, True,
-              "has no expert bias support, layer has biases")
+    return no(Reason.BIAS_UNSUPPORTED, True, "has no expert bias support, layer has biases")
 
 
 def _parallelism(row: Any, g: GateInput) -> GateVerdict:
@@ -222,7 +223,7 @@ GATES: Final[tuple[Gate, ...]] = (
     Gate("known_bad", Reason.KNOWN_BAD, _known_bad),
     Gate("shape", Reason.SHAPE_UNALIGNED, _shape),
     Gate("activation_fn", Reason.ACTIVATION_FN_UNSUPPORTED, _activation_fn),
-    Gate("bias", Reason.ACTIVATION_FN_UNSUPPORTED, _bias),
+    Gate("bias", Reason.BIAS_UNSUPPORTED, _bias),
     Gate("parallelism", Reason.PARALLELISM_UNSUPPORTED, _parallelism),
     Gate("auto_selectable", Reason.NOT_AUTO_SELECTABLE, _auto_selectable),
     Gate("experimental", None, _experimental),

@@ -25,6 +25,7 @@ from oracle.files import read_regular_file, resolve_inside, user_path
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, Unset, canonical_name,
                          kFp8DynamicTokenSym, kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static,
                          kMxfp8Dynamic)
+from oracle.matrix import POLICY_RELEASES, RELEASES
 from oracle.platforms import Device
 from oracle.probe import detect_device, detect_environment
 from oracle.request import Environment, LayerSpec, SelectionRequest
@@ -286,7 +287,7 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
 def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = None,
                   moe_backend: str = "auto", quantization: str | None = None,
                   quantization_config: Any = None, environment: Environment | None = None,
-                  allow_activation_fallback: bool = False,
+                  allow_activation_fallback: bool = False, policy: str = "strict",
                   ) -> tuple[SelectionRequest, str, CheckpointQuant, QuantizationConfigArgs]:
     """Everything but the decision: (request, model label, checkpoint facts, merged config)."""
     label, cfg = load_model_config(model)
@@ -314,15 +315,32 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
     request = SelectionRequest(
         weight=weight, activation=qargs.moe_activation, checkpoint_activation=ckpt.activation,
         moe_backend=moe_backend, device=dev, environment=env,
-        layer=layer, allow_activation_fallback=allow_activation_fallback,
+        layer=layer, allow_activation_fallback=allow_activation_fallback, policy=policy,
     )
     return request, label, ckpt, qargs
+
+
+def _check_min_capability(request: SelectionRequest, ckpt: CheckpointQuant) -> None:
+    """Under a vLLM policy, the release's quant method refuses a CUDA device below its
+    minimum capability before any MoE kernel is chosen (``get_min_capability``)."""
+    if request.policy == "strict" or request.device.platform != "cuda" or ckpt.method is None:
+        return
+    release = RELEASES[POLICY_RELEASES[request.policy]]
+    minimum = dict(release.min_capability).get(ckpt.method)
+    cc = request.device.arch
+    if minimum is not None and isinstance(cc, int) and cc < minimum:
+        raise ConfigError("device", f"capability >= {minimum / 10:.1f} for a {ckpt.method} "
+                          f"checkpoint in vLLM {release.version} "
+                          "(the quant method's get_min_capability)",
+                          request.device.name, "a newer GPU, or --policy strict to see which "
+                          "kernels would run")
 
 
 def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None = None,
                      moe_backend: str = "auto", quantization: str | None = None,
                      quantization_config: Any = None, environment: Environment | None = None,
-                     allow_activation_fallback: bool = False) -> ModelSelection:
+                     allow_activation_fallback: bool = False,
+                     policy: str = "strict") -> ModelSelection:
     """Select the MoE backend for ``model`` (bundled name, folder, config.json path or dict).
 
     ``device`` / ``environment`` left as ``None`` are probed from this machine
@@ -332,7 +350,8 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
     request, label, ckpt, qargs = build_request(
         model, device=device, moe_backend=moe_backend, quantization=quantization,
         quantization_config=quantization_config, environment=environment,
-        allow_activation_fallback=allow_activation_fallback)
+        allow_activation_fallback=allow_activation_fallback, policy=policy)
+    _check_min_capability(request, ckpt)
     selection = select(request)
     unquantized = tuple(dict.fromkeys((*ckpt.modules_to_not_convert, *qargs.ignore)))
     return ModelSelection(label, selection, request, ckpt, qargs, unquantized)

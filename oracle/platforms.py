@@ -177,7 +177,7 @@ def arch_sort_key(arch: str) -> tuple[int, str]:
 #: Kernel libraries the matrix can require (the Environment's vocabulary).
 LIBRARIES: Final = (
     "flashinfer", "triton_kernels", "vllm_ops", "deep_gemm", "aiter", "b12x", "humming",
-    "cuda_tile", "cutlass_dsl", "intel_xpu", "torch",
+    "cuda_tile", "cutlass_dsl", "intel_xpu", "torch", "amd_quark",
 )
 
 #: Installed distribution name -> library name.  Names are compared after PEP 503
@@ -195,6 +195,7 @@ DISTRIBUTIONS: Final[dict[str, str]] = {
     "cuda-tile": "cuda_tile",
     "nvidia-cutlass-dsl": "cutlass_dsl",
     "intel-extension-for-pytorch": "intel_xpu",
+    "amd-quark": "amd_quark",
     "vllm-xpu-kernels": "intel_xpu",
     "torch": "torch",
 }

@@ -20,7 +20,33 @@ from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxf
                          parse_quant_key, suggest)
 from oracle.platforms import LIBRARIES, Device, Version, parse_version
 
-__all__ = ["Environment", "LayerSpec", "SelectionRequest", "normalize_backend_name"]
+__all__ = ["Environment", "LayerSpec", "SelectionRequest", "normalize_backend_name", "POLICIES",
+           "parse_policy"]
+
+#: The rule sets one matrix is read with: ``strict`` (the project's own rules: an
+#: explicit backend is a pin, activations are exact, known-bad kernels are refused)
+#: and one per vLLM release whose selection the matrix records (its columns in
+#: matrix/vllm.toml), which answers what that release would run.
+POLICIES: Final = ("strict", "vllm-0.33", "vllm-0.22")
+
+
+def parse_policy(value: Any) -> str:
+    """A policy name (case-insensitive, ``_`` for ``-``, ``vllm-0.33.0`` for
+    ``vllm-0.33``) or a ConfigError naming the valid ones."""
+    if isinstance(value, str):
+        key = value.strip().lower().replace("_", "-")
+        if key.startswith("vllm") and not key.startswith("vllm-"):
+            key = "vllm-" + key[4:].lstrip("=")
+        if key.startswith("vllm-") and key.count(".") == 2 and key.endswith(".0"):
+            key = key[:-2]
+        if key in POLICIES:
+            return key
+        if key.startswith("vllm-"):
+            raise ConfigError("policy", "a vLLM release the matrix has rules for: "
+                              + ", ".join(p for p in POLICIES if p.startswith("vllm-")),
+                              shown(value)[:40], "--policy vllm-0.33")
+    raise ConfigError("policy", "one of " + ", ".join(POLICIES), shown(value)[:40],
+                      "--policy strict (the default) or --policy vllm-0.33")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +275,7 @@ class SelectionRequest:
     environment: Environment = field(default_factory=Environment.assume_all)
     layer: LayerSpec | None = None
     allow_activation_fallback: bool = False
+    policy: str = "strict"
 
     def __post_init__(self) -> None:
         _check_field("weight", self.weight, (QuantKey,), "a QuantKey")
@@ -262,6 +289,7 @@ class SelectionRequest:
         _check_field("layer", self.layer, (LayerSpec, type(None)), "a LayerSpec or None")
         _check_field("allow_activation_fallback", self.allow_activation_fallback, (bool,),
                      "True or False")
+        object.__setattr__(self, "policy", parse_policy(self.policy))
 
     def with_(self, **changes: Any) -> SelectionRequest:
         return replace(self, **changes)
@@ -279,4 +307,5 @@ class SelectionRequest:
             "libraries": self.environment.describe(),
             "layer": self.layer.to_dict() if self.layer else None,
             "allow_activation_fallback": self.allow_activation_fallback,
+            "policy": self.policy,
         }

@@ -75,6 +75,10 @@ class Selection:
     request: SelectionRequest
     matrix_version: str
     fingerprint_input: Any = field(repr=False)
+    #: (hidden, intermediate) the winner pads the layer to (None without a layer).
+    padded: tuple[int, int] | None = None
+    #: Under the strict policy, what vLLM 0.33 would do when it differs (else None).
+    vllm: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -93,18 +97,24 @@ class Selection:
             "request": self.request.to_dict(),
             "matrix_version": self.matrix_version,
             "fingerprint": self.fingerprint,
+            "padded": list(self.padded) if self.padded else None,
+            "policy": self.request.policy,
+            "vllm": self.vllm,
         }
 
     def describe(self) -> str:
         req = self.request
         lines = [
-            f"MXFP4 MoE backend: {self.backend} ({self.selected_by}) on {req.device.name}",
+            f"MXFP4 MoE backend: {self.backend} ({self.selected_by}) on {req.device.name}"
+            + ("" if req.policy == "strict" else f" under policy {req.policy}"),
             f"  weight {canonical_name(self.weight)}, activation {canonical_name(self.activation)}",
         ]
         if len(self.eligible) > 1:
             lines.append("  also eligible: " + ", ".join(self.eligible[1:]))
         for note in self.notes:
             lines.append(f"  note: {note}")
+        if self.vllm:
+            lines.append(f"  {self.vllm}")
         if self.rejected:
             # Rows for other platforms are one line: the reader's question is about the rest.
             elsewhere = [r.backend for r in self.rejected if r.reason is Reason.PLATFORM_UNSUPPORTED]

@@ -33,13 +33,14 @@ from functools import lru_cache
 from typing import Any
 
 from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, NoEligibleBackend,
-                           UnknownBackend)
+                           OracleError, UnknownBackend)
 from oracle.gates import GateInput, GateVerdict, Reason, run_gates
 from oracle.keys import BF16, QuantKey, canonical_name
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row
 from oracle.platforms import Device
 from oracle.request import Environment, SelectionRequest, normalize_backend_name
 from oracle.selection import Rejection, Selection, Verdict
+from oracle.vllm_rules import check_backend_flag, evaluate_vllm, release_for
 
 __all__ = ["select", "explain", "evaluate", "decide_group", "resolve_backend_name",
            "resolve_activation", "Evaluation", "cache_clear", "cache_info"]
@@ -96,30 +97,73 @@ class Evaluation:
     order: tuple[int, ...]  # indexes of eligible candidates, preference order
     winner: int | None
     fallback: bool
+    runs_with: QuantKey | None = None  # the activation the winner applies
+    padded: tuple[int, int] | None = None  # (hidden, intermediate) the winner pads the layer to
 
     def eligible_names(self) -> tuple[str, ...]:
         return tuple(self.candidates[i].name for i in self.order)
 
 
+def _padded(row: Row, request: SelectionRequest) -> tuple[int, int] | None:
+    layer = request.layer
+    if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
+        return None
+    h, i = row.alignment(request.device.platform)
+    return _round_up(layer.hidden_size, h), _round_up(layer.intermediate_size, i)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _evaluate_vllm(request: SelectionRequest, matrix: Matrix, strict: bool,
+                   act: QuantKey | None) -> Evaluation:
+    out = evaluate_vllm(request, act if strict else None, matrix, release_for(request.policy))
+    pinned = None if request.moe_backend == "auto" else request.moe_backend
+    return Evaluation(request, pinned, out.candidates, out.gates, strict, act, out.order,
+                      out.winner, out.fallback, out.runs_with, out.padded)
+
+
 def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
-    strict, act = resolve_activation(request)
+    if request.policy != "strict":
+        check_backend_flag(request, release_for(request.policy))
+        strict, act = resolve_activation(request)
+        return _evaluate_vllm(request, matrix, strict, act)
+    # The backend name first, as vLLM validates --moe-backend before any layer is built.
     names = resolve_backend_name(request.moe_backend, matrix)
+    strict, act = resolve_activation(request)
     auto = names is None
     candidates = matrix.auto_order(request.device.name) if auto \
         else tuple(matrix.by_name[n] for n in names)  # type: ignore[union-attr]
     inputs = GateInput(request, strict, act, auto,
                        strict and request.allow_activation_fallback and act is not None)
     gates = tuple(run_gates(row, inputs) for row in candidates)
-    # Preference: the wanted activation (bf16 when nothing was asked), then the
-    # reported activation fallback, and only then last-resort rows (EMULATION).
+    # Preference with nothing asked: real BF16 kernels, then quantized-activation
+    # ones (reported), then last-resort rows (EMULATION).  With an activation asked:
+    # the kernels that apply it -- EMULATION too, it quantizes to any key -- before
+    # a BF16 stand-in (reported, only with allow_activation_fallback).
     wanted = act if strict else None
-    order = tuple(sorted((i for i, v in enumerate(gates) if v.reason is None),
-                         key=lambda i: (candidates[i].last_resort,
-                                        candidates[i].activation != wanted)))
+
+    def matches(i: int) -> bool:
+        row = candidates[i]
+        return row.activation == wanted or (strict and row.applies(wanted))
+
+    def preference(i: int) -> tuple[bool, bool]:
+        last = candidates[i].last_resort
+        return (not matches(i), last) if strict else (last, not matches(i))
+
+    order = tuple(sorted((i for i, v in enumerate(gates) if v.reason is None), key=preference))
     winner = order[0] if order else None
-    fallback = winner is not None and candidates[winner].activation != wanted
+    fallback = winner is not None and not matches(winner)
+    runs_with = None
+    padded = None
+    if winner is not None:
+        row = candidates[winner]
+        runs_with = wanted if strict and row.activation != wanted and row.applies(wanted) \
+            else row.activation
+        padded = _padded(row, request)
     return Evaluation(request, None if auto else request.moe_backend, candidates, gates,
-                      strict, act, order, winner, fallback)
+                      strict, act, order, winner, fallback, runs_with, padded)
 
 
 # ------------------------------------------------------------------ report building
@@ -149,12 +193,44 @@ def _rejections(ev: Evaluation) -> tuple[Rejection, ...]:
 
 def _selection(ev: Evaluation, winner: Row, eligible: Sequence[str],
                rejected: Sequence[Rejection], notes: Sequence[str], fallback: bool,
-               fingerprint_input: Any, matrix: Matrix) -> Selection:
+               fingerprint_input: Any, matrix: Matrix, vllm: str | None = None) -> Selection:
+    same = ev.winner is not None and ev.candidates[ev.winner] is winner
+    runs_with = ev.runs_with if same else (
+        ev.activation if ev.strict and winner.applies(ev.activation) else winner.activation)
     return Selection(
-        backend=winner.name, weight=winner.weight, activation=winner.activation,
+        backend=winner.name, weight=winner.weight, activation=runs_with,
         selected_by="auto" if ev.pinned is None else "pinned", eligible=tuple(eligible),
         rejected=tuple(rejected), notes=tuple(notes), activation_fallback=fallback,
-        request=ev.request, matrix_version=matrix.version, fingerprint_input=fingerprint_input)
+        request=ev.request, matrix_version=matrix.version, fingerprint_input=fingerprint_input,
+        padded=ev.padded if same else _padded(winner, ev.request), vllm=vllm)
+
+
+#: The release the strict policy compares itself with in every report.
+_COMPARED_POLICY = "vllm-0.33"
+
+
+def _vllm_line(ours: Evaluation, matrix: Matrix) -> str | None:
+    """Under strict: what vLLM 0.33 would do for the same request, when it differs."""
+    request = ours.request
+    if request.policy != "strict":
+        return None
+    mine = ours.candidates[ours.winner].name if ours.winner is not None else None
+    try:
+        ev = _decision(request.with_(policy=_COMPARED_POLICY), matrix).evaluation
+    except OracleError as exc:
+        return None if mine is None else \
+            f"vLLM 0.33 would refuse this request: {exc.what} must be {exc.constraint}"
+    theirs = ev.candidates[ev.winner].name if ev.winner is not None else None
+    if theirs == mine:
+        return None
+    if theirs is None:
+        return f"vLLM 0.33 finds no MXFP4 MoE backend here (strict runs {mine})"
+    verdict = next((v for r, v in zip(ours.candidates, ours.gates) if r.name == theirs), None)
+    why = f"; strict refuses it: {verdict.reason.value} — {verdict.detail}" \
+        if verdict is not None and verdict.reason is not None else \
+        "; strict does not consider it for this --moe-backend" if verdict is None else \
+        "; strict prefers another eligible variant"
+    return f"vLLM 0.33 would run {theirs} here{why}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +240,14 @@ class _Decision:
     evaluation: Evaluation
     rejected: tuple[Rejection, ...]
     selection: Selection | None
+    vllm: str | None = None  # strict: what vLLM 0.33 does instead, when it differs
 
 
 def _decide(request: SelectionRequest, matrix: Matrix) -> _Decision:
     ev = _evaluate(request, matrix)
     rejected = _rejections(ev)
     if ev.winner is None:
-        return _Decision(ev, rejected, None)
+        return _Decision(ev, rejected, None, _vllm_line(ev, matrix))
     row = ev.candidates[ev.winner]
     notes = [_fallback_note(ev, row)] if ev.fallback else []
     detail = ev.gates[ev.winner].detail
@@ -178,7 +255,8 @@ def _decide(request: SelectionRequest, matrix: Matrix) -> _Decision:
         notes.append(f"{row.name}: {detail}")
     fingerprint = {"request": request.to_dict(), "matrix": matrix.version}
     return _Decision(ev, rejected, _selection(ev, row, ev.eligible_names(), rejected, notes,
-                                              ev.fallback, fingerprint, matrix))
+                                              ev.fallback, fingerprint, matrix,
+                                              _vllm_line(ev, matrix)))
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -250,7 +328,7 @@ def select(request: SelectionRequest, matrix: Matrix | None = None) -> Selection
         return decision.selection
     ev = decision.evaluation
     raise NoEligibleBackend(_summary(request, ev), decision.rejected, pinned=ev.pinned,
-                            hint=_Hint(request, matrix))
+                            hint=_Hint(request, matrix), vllm=decision.vllm)
 
 
 def explain(request: SelectionRequest, matrix: Matrix | None = None) -> list[Verdict]:

@@ -129,7 +129,7 @@ def test_detect_environment_maps_distributions(monkeypatch):
         "flashinfer-python": "0.7.2.post1", "deep-gemm": "2.1.0", "amd-aiter": "weird",
         "intel-extension-for-pytorch": "2.5.0", "vllm-xpu-kernels": "2.7", "vllm": "0.11.0rc1",
         "triton-kernels": "1.0", "nvidia-cutlass-dsl": "4.2", "cuda-tile": "1.0", "b12x": "0.1",
-        "humming": "0.2", "torch": "2.13.0+cpu", "unrelated": "9"})
+        "humming": "0.2", "torch": "2.13.0+cpu", "amd-quark": "0.10", "unrelated": "9"})
     env = probe.detect_environment()
     assert env.version("flashinfer") == Version("0.7.2.post1")
     assert env.version("deep_gemm") == Version("2.1.0")

@@ -297,7 +297,7 @@ def test_plain_swiglu_is_fine_on_b12x():
 
 def test_bias_rejects_rows_without_bias():
     err = no_eligible(req("sm120", "b12x", layer=LayerSpec(has_bias=True)))
-    assert set(rejected_reasons(err).values()) == {Reason.ACTIVATION_FN_UNSUPPORTED}
+    assert set(rejected_reasons(err).values()) == {Reason.BIAS_UNSUPPORTED}
 
 
 def test_ep_rejects_rows_without_ep():
@@ -454,16 +454,18 @@ def test_unmentioned_arch_is_valid_input_but_covered_by_no_row():
 # ------------------------------------------------------------------ last resort
 
 
-def test_gfx1250_lands_on_the_w4a8_kernel_like_vllm():
+def test_gfx1250_lands_on_the_aiter_triton_w4a16_kernel_like_vllm():
+    # vLLM 0.33's gpt-oss list has AITER_TRITON_MXFP4_BF16 4th (oracle/mxfp4.py:409).
     sel = select(req("gfx1250"))
-    assert sel.backend == "AITER_MXFP4_FP8"
-    assert sel.activation_fallback is True
-    assert sel.notes
+    assert sel.backend == "AITER_TRITON_MXFP4_BF16"
+    assert sel.activation_fallback is False
     assert sel.eligible[-1] == "EMULATION"
+    # Without it (no aiter), no real kernel is left: EMULATION.
+    assert select(req("gfx1250", environment=Environment({"torch": None}))).backend == "EMULATION"
 
 
 def test_emulation_is_the_last_resort():
     for device in ("sm90", "sm100", "sm120", "gfx950", "gfx1250", "cpu", "sm75"):
         sel = select(req(device))
         assert sel.eligible[-1] == "EMULATION", device
-    assert select(req("sm75")).backend == "EMULATION"
+    assert select(req("sm75")).backend == "MARLIN"  # the kernel runs from capability 7.5

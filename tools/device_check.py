@@ -44,6 +44,7 @@ LOG = WORK / "device_check.log"
 RESULT = WORK / "device_check.json"
 SUMMARY = WORK / "summary.txt"
 PLOT = WORK / "kernel_bench.png"
+SIDE_PLOT = WORK / "kernel_side.png"
 DONE = WORK / "done"
 
 GPT_OSS = {"hidden": 2880, "intermediate": 2880, "top_k": 4}
@@ -108,7 +109,14 @@ def env_info() -> dict:
         info["flashinfer"] = flashinfer.__version__
     except Exception as e:  # pragma: no cover
         info["flashinfer"] = f"unavailable: {e}"
+    try:
+        from importlib.metadata import version
+
+        info["humming_kernels"] = version("humming-kernels")
+    except Exception as e:  # pragma: no cover
+        info["humming_kernels"] = f"unavailable: {type(e).__name__}"
     if torch.cuda.is_available():
+        info["driver_cuda"] = torch.version.cuda
         p = torch.cuda.get_device_properties(0)
         info.update(device=p.name, capability=f"{p.major}.{p.minor}", sms=p.multi_processor_count,
                     memory_gib=round(p.total_memory / 2**30, 1),
@@ -180,18 +188,18 @@ def time_eager(fn, sets, iters: int, warmup: int = 3) -> float:
     return statistics.median(a.elapsed_time(b) for a, b in ev)
 
 
-_GRAPHS_OK = [True]
+_GRAPHS_OK: dict[str, bool] = {}
 
 
-def time_graph(fn, sets, iters: int) -> float | None:
+def time_graph(fn, sets, iters: int, key: str = "flashinfer") -> float | None:
     """Median replay time (ms) of one CUDA graph per input set; None if capture fails.
 
-    After one failed capture graphs are not tried again (a failed capture can leave
-    state behind that would disturb the following measurements).
+    After one failed capture graphs are not tried again for the same ``key`` (a failed
+    capture can leave state behind that would disturb the following measurements).
     """
     import torch
 
-    if not _GRAPHS_OK[0]:
+    if not _GRAPHS_OK.get(key, True):
         return None
     try:
         side = torch.cuda.Stream()
@@ -218,8 +226,8 @@ def time_graph(fn, sets, iters: int) -> float | None:
         torch.cuda.synchronize()
         return statistics.median(a.elapsed_time(b) for a, b in ev)
     except Exception as e:
-        _GRAPHS_OK[0] = False
-        log(f"  graph capture failed, graphs disabled: {type(e).__name__}: {str(e)[:200]}")
+        _GRAPHS_OK[key] = False
+        log(f"  graph capture failed, graphs disabled for {key}: {type(e).__name__}: {str(e)[:200]}")
         try:
             torch.cuda.synchronize()
         except Exception:
@@ -511,6 +519,219 @@ def run_bench(result: dict, es=BENCH_ES, ms=BENCH_MS, seed: int = 1234, n_sets: 
     return rows
 
 
+# --------------------------------------------------------------------------- side by side
+
+#: Backends timed side by side by run_side: name -> (matrix row, activation key name, reference act_quant).
+SIDE_BACKENDS = {
+    "HUMMING": ("HUMMING", None, None),
+    "HUMMING+fp8_per_token": ("HUMMING", "kFp8DynamicTokenSym", "fp8_per_token"),
+    "HUMMING+fp8_per_tensor": ("HUMMING", "kFp8DynamicTensorSym", "fp8_per_tensor"),
+    "EMULATION": ("EMULATION", None, None),
+}
+ALL_BACKENDS = ("FLASHINFER_CUTLASS_MXFP4_BF16", *SIDE_BACKENDS)
+
+
+def _weight_bytes_per_expert(weights) -> float:
+    ts = [weights.w13_blocks, weights.w13_scales, weights.w2_blocks, weights.w2_scales]
+    ts += [t for t in (weights.w13_bias, weights.w2_bias) if t is not None]
+    return sum(t.numel() * t.element_size() for t in ts) / weights.num_experts
+
+
+def run_side(result: dict, names=tuple(SIDE_BACKENDS), es=(32,), ms=BENCH_MS, check_ms=CHECK_MS,
+             seed: int = 4321, n_sets: int = 8) -> list[dict]:
+    """HUMMING (bf16 / fp8 per token / fp8 per tensor) and EMULATION: check + time, same inputs.
+
+    Per backend: prepare time, first-call JIT time per token bucket, rel. error against
+    the float reference (with the backend's activation QDQ, and against bf16 activations),
+    and per M the eager and CUDA-graph medians over rotated input sets; for HUMMING also
+    the library calls alone (routing metadata precomputed) -- the adapter's overhead.
+    """
+    import types
+
+    import torch
+
+    import oracle.keys as K
+    from oracle.kernels import build_moe
+    from oracle.kernels.checkpoint import random_gpt_oss_layer
+    from oracle.kernels.reference import moe_reference
+
+    ceil = result.get("ceilings") or measure_ceilings()
+    result["ceilings"] = ceil
+    k, h, i = GPT_OSS["top_k"], GPT_OSS["hidden"], GPT_OSS["intermediate"]
+    rows = result.setdefault("side", [])
+    checks = result.setdefault("side_checks", [])
+    builds = result.setdefault("side_builds", [])
+    for e in es:
+        weights = random_gpt_oss_layer(e, h, i, seed=seed + e, device="cuda")
+        per_expert = _weight_bytes_per_expert(weights)
+        from oracle import LayerSpec
+
+        layer = LayerSpec(hidden_size=h, intermediate_size=i, num_experts=e, top_k=k, activation_fn="swiglu_oai",
+                          swiglu_alpha=1.702, swiglu_limit=7.0, has_bias=True)
+        # inputs shared by every backend (rotated sets, bigger than L2 together with the weights)
+        inputs = {}
+        for m in ms:
+            g = torch.Generator(device="cuda").manual_seed(seed + 31 * m + e)
+            nset = n_sets if m <= 256 else max(2, n_sets // 2)
+            inputs[m] = []
+            for _ in range(nset):
+                x = torch.randn(m, h, device="cuda", generator=g).to(torch.bfloat16)
+                ids, w = routing(m, e, k, g)
+                inputs[m].append({"x": x, "ids": ids, "w": w})
+        refs = {}
+        for m in check_ms:
+            g = torch.Generator(device="cuda").manual_seed(seed + 7919 * m + e)
+            x = torch.randn(m, h, device="cuda", generator=g).to(torch.bfloat16)
+            ids, w = routing(m, e, k, g)
+            refs[m] = {"x": x, "ids": ids, "w": w, None: moe_reference(x.float(), weights, ids, w).double()}
+        for name in names:
+            row_name, key_name, act_quant = SIDE_BACKENDS[name]
+            sel = types.SimpleNamespace(backend=row_name, activation=getattr(K, key_name) if key_name else None)
+            t0 = time.time()
+            try:
+                if row_name == "HUMMING" and key_name:  # an FP8 mode the adapter runs (not only requested keys)
+                    from oracle.kernels.adapters import adapter_for
+                    from oracle.kernels.moe import MoEModule
+
+                    ad = adapter_for("HUMMING", activation_key=sel.activation, check_finite=False,
+                                     check_expert_ids=False)
+                    moe = MoEModule("HUMMING", ad, ad.prepare(weights), k)
+                else:
+                    moe = build_moe(sel, weights, layer, check_finite=False, check_expert_ids=False)
+                torch.cuda.synchronize()
+                prep_s = time.time() - t0
+                jit = {}
+                if row_name == "HUMMING":
+                    t1 = time.time()
+                    jit = moe.adapter.warmup(moe.prepared, sorted(set(ms) | set(check_ms)), k)
+                    log(f"side {name} E={e}: prepared in {prep_s:.1f}s, JIT {len(jit)} buckets in "
+                        f"{time.time() - t1:.1f}s ({', '.join(f'{b}: {v:.1f}s' for b, v in sorted(jit.items()))})")
+                else:
+                    log(f"side {name} E={e}: prepared in {prep_s:.1f}s")
+                builds.append({"backend": name, "E": e, "prepare_s": prep_s,
+                               "jit_s": {str(b): v for b, v in sorted(jit.items())}})
+            except Exception as ex:
+                log(f"side {name} E={e}: build failed: {type(ex).__name__}: {str(ex)[:400]}")
+                log(traceback.format_exc())
+                builds.append({"backend": name, "E": e, "error": f"{type(ex).__name__}: {ex}"})
+                continue
+            # correctness
+            for m, r in refs.items():
+                try:
+                    out = moe(r["x"], r["ids"], r["w"]).double()
+                    torch.cuda.synchronize()
+                    if act_quant not in r:
+                        r[act_quant] = moe_reference(r["x"].float(), weights, r["ids"], r["w"],
+                                                     act_quant=act_quant).double()
+                    ref_q, ref = r[act_quant], r[None]
+                    rel_q = float((out - ref_q).norm() / ref_q.norm())
+                    rel = float((out - ref).norm() / ref.norm())
+                    nan = int(torch.isnan(out).sum())
+                    checks.append({"backend": name, "E": e, "M": m, "rel_err": rel_q, "rel_err_vs_bf16": rel,
+                                   "nan": nan, "pass": nan == 0 and rel_q <= 3e-2})
+                    log(f"side check {name} E={e} M={m}: rel err {rel_q:.3e} (vs bf16 activations {rel:.3e}), "
+                        f"NaN {nan}")
+                except Exception as ex:
+                    checks.append({"backend": name, "E": e, "M": m, "error": f"{type(ex).__name__}: {ex}"})
+                    log(f"side check {name} E={e} M={m} failed: {type(ex).__name__}: {str(ex)[:400]}")
+            # timing
+            for m in ms:
+                sets = inputs[m]
+                active = statistics.mean(float(torch.unique(st["ids"]).numel()) for st in sets)
+                floor_ms = active * per_expert / (ceil["copy_GBps"] * 1e9) * 1e3  # as device.md: bytes / copy BW
+
+                def f(st):
+                    return moe(st["x"], st["ids"], st["w"])
+
+                try:
+                    probe = time_eager(f, sets, iters=3, warmup=1)
+                    iters = int(min(200, max(10, 300.0 / max(probe, 1e-3))))
+                    if row_name == "EMULATION":
+                        iters = min(iters, 20)
+                    t_e = time_eager(f, sets, iters)
+                    t_g = None if row_name == "EMULATION" else time_graph(f, sets, iters, key=name)
+                    t_raw = t_raw_g = None
+                    if row_name == "HUMMING":
+                        ad, pr = moe.adapter, moe.prepared
+                        for st in sets:
+                            st["_plan"] = ad.routing(pr, st["ids"])
+
+                        def f_raw(st):
+                            plan, r1, r2 = st["_plan"]
+                            return ad.gemms(pr, plan, r1, r2, st["x"], st["w"])
+
+                        t_raw = time_eager(f_raw, sets, iters)
+                        t_raw_g = time_graph(f_raw, sets, iters, key=name + "/raw")
+                        for st in sets:
+                            st.pop("_plan", None)
+                except Exception as ex:
+                    log(f"side time {name} E={e} M={m} failed: {type(ex).__name__}: {str(ex)[:400]}")
+                    rows.append({"backend": name, "E": e, "M": m, "error": f"{type(ex).__name__}: {ex}"})
+                    continue
+                best = t_g if t_g is not None else t_e
+                row = {"backend": name, "E": e, "M": m, "active_experts": active, "floor_ms": floor_ms,
+                       "eager_ms": t_e, "graph_ms": t_g, "lib_eager_ms": t_raw, "lib_graph_ms": t_raw_g,
+                       "floor_fraction": floor_ms / best, "iters": iters, "input_sets": len(sets)}
+                rows.append(row)
+                log(f"side time {name:24s} E={e:3d} M={m:5d}: eager {t_e * 1e3:9.1f} us, graph "
+                    f"{(t_g or float('nan')) * 1e3:9.1f} us, library-only graph {(t_raw_g or float('nan')) * 1e3:8.1f}"
+                    f" us, floor {floor_ms * 1e3:6.1f} us ({row['floor_fraction'] * 100:5.1f}%)")
+            moe = None
+            torch.cuda.empty_cache()
+        weights = inputs = refs = None
+        torch.cuda.empty_cache()
+    return rows
+
+
+def side_table(result: dict) -> list[str]:
+    """One line per (E, M): every backend's best time (graph, else eager) and ratios to FlashInfer."""
+    fi = {(r["E"], r["M"]): r for r in result.get("bench") or []}
+    side = [r for r in result.get("side") or [] if "error" not in r]
+    if not side and not fi:
+        return []
+    names = [n for n in SIDE_BACKENDS if any(r["backend"] == n for r in side)]
+    by = {(r["backend"], r["E"], r["M"]): r for r in side}
+    keys = sorted({(r["E"], r["M"]) for r in side} | set(fi))
+    short = {"HUMMING": "HUM", "HUMMING+fp8_per_token": "HUMfp8tok", "HUMMING+fp8_per_tensor": "HUMfp8ten",
+             "HUMMING+mxfp8": "HUMmxfp8", "EMULATION": "EMU(eager)"}
+    head = f"{'E':>3} {'M':>5} {'floor':>7} {'FI_bf16':>8}" + "".join(f" {short[n]:>10}" for n in names)
+    head += "".join(f" {short[n] + '/FI':>13}" for n in names if n != "EMULATION")
+    head += f" {'HUM lib-only':>12}"
+    lines = ["side by side (us, CUDA graph; EMULATION eager; floor = active experts' weight bytes / copy BW):",
+             head]
+    for e, m in keys:
+        f = fi.get((e, m))
+        fi_t = (f.get("adapter_graph_ms") or f.get("adapter_ms")) if f else None
+        floor = next((by[(n, e, m)]["floor_ms"] for n in names if (n, e, m) in by), None)
+        cells = []
+        for n in names:
+            r = by.get((n, e, m))
+            cells.append((r.get("graph_ms") or r.get("eager_ms")) if r else None)
+        line = f"{e:3d} {m:5d} {_fmt(floor, 1e3, '7.1f')} {_fmt(fi_t, 1e3, '8.1f')}"
+        line += "".join(f" {_fmt(c, 1e3, '10.1f')}" for c in cells)
+        line += "".join(f" {_fmt((c / fi_t) if (c and fi_t) else None, 1, '13.2f')}"
+                        for n, c in zip(names, cells) if n != "EMULATION")
+        h = by.get(("HUMMING", e, m))
+        line += f" {_fmt(h.get('lib_graph_ms') if h else None, 1e3, '12.1f')}"
+        lines.append(line)
+    ch = result.get("side_checks") or []
+    if ch:
+        lines.append("rel. error vs the float reference with the backend's activation QDQ (vs bf16 activations):")
+        for n in names:
+            rs = [c for c in ch if c["backend"] == n]
+            lines.append(f"  {n}: " + ", ".join(
+                (f"E={c['E']} M={c['M']}: {c['rel_err']:.2e} ({c['rel_err_vs_bf16']:.2e})" if "error" not in c
+                 else f"E={c['E']} M={c['M']}: ERROR {c['error'][:80]}") for c in rs))
+    for b in result.get("side_builds") or []:
+        if "error" in b:
+            lines.append(f"  build {b['backend']} E={b['E']}: ERROR {b['error'][:200]}")
+        else:
+            lines.append(f"  build {b['backend']} E={b['E']}: prepare {b['prepare_s']:.1f}s"
+                         + (", first-call JIT per bucket " + ", ".join(f"{k}: {v:.1f}s" for k, v in b["jit_s"].items())
+                            if b["jit_s"] else ""))
+    return lines
+
+
 # --------------------------------------------------------------------------- experiments
 
 
@@ -646,6 +867,7 @@ def summary_text(result: dict) -> str:
             lines.append(f"targets: adapter within 3% of raw (CUDA graph, GPU time): "
                          f"{'met' if max(og) <= 0.03 else 'MISSED'} (max {max(og) * 100:.1f}%"
                          + (f"; pre-padded input max {max(op) * 100:.1f}%)" if op else ")"))
+    lines += side_table(result)
     pr = result.get("full_build_probe")
     if pr:
         lines.append(f"full-build probe: per-object s {json.dumps({k: round(v) for k, v in pr['family_seconds'].items()})} "
@@ -668,7 +890,45 @@ def summary_text(result: dict) -> str:
     return "\n".join(lines)
 
 
+def plot_side(result: dict) -> None:
+    """Time vs M, one line per kernel (graph; EMULATION eager), the physical floor dashed."""
+    side = [r for r in result.get("side") or [] if "error" not in r]
+    fi = result.get("bench") or []
+    if not side and not fi:
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return
+    es = sorted({r["E"] for r in side} | {r["E"] for r in fi})
+    fig, axes = plt.subplots(1, len(es), figsize=(6.5 * len(es), 4.5), squeeze=False)
+    for ax, e in zip(axes[0], es):
+        rs = sorted((r for r in fi if r["E"] == e), key=lambda r: r["M"])
+        if rs:
+            ax.loglog([r["M"] for r in rs], [(r["adapter_graph_ms"] or r["adapter_ms"]) * 1e3 for r in rs], "o-",
+                      label="FLASHINFER_CUTLASS_MXFP4_BF16")
+        for n in SIDE_BACKENDS:
+            rs = sorted((r for r in side if r["E"] == e and r["backend"] == n), key=lambda r: r["M"])
+            if rs:
+                ax.loglog([r["M"] for r in rs], [(r["graph_ms"] or r["eager_ms"]) * 1e3 for r in rs], "o-",
+                          label=n + (" (eager)" if n == "EMULATION" else ""))
+        fl = sorted({(r["M"], r["floor_ms"]) for r in side if r["E"] == e})
+        if fl:
+            ax.loglog([m for m, _ in fl], [f * 1e3 for _, f in fl], "k--", label="floor (weights / copy BW)")
+        ax.set_title(f"E = {e}, top-4, H = I = 2880")
+        ax.set_xlabel("tokens M")
+        ax.set_ylabel("median time (us)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"MXFP4 MoE kernels side by side, {result.get('env', {}).get('device', '')}")
+    fig.tight_layout()
+    fig.savefig(SIDE_PLOT, dpi=110)
+
+
 def plot(result: dict) -> None:
+    plot_side(result)
     rows = result.get("bench") or []
     if not rows:
         return
@@ -721,22 +981,35 @@ def mode_all(args) -> int:
         bootstrap()
         result["env"] = env_info()
         log("env: " + json.dumps(result["env"]))
-        t = time.time()
-        run_build(result)
-        result["phases"]["build_s"] = time.time() - t
-        save(result)
-        if not args.no_check:
+        side = [b for b in args.backends if b in SIDE_BACKENDS]
+        if side:
             t = time.time()
-            ok = run_checks(result)
-            result["phases"]["check_s"] = time.time() - t
-            save(result)
-            if not ok:
+            try:
+                run_side(result, names=tuple(side), es=tuple(args.experts), ms=tuple(args.tokens))
+            except Exception as e:  # keep going: FlashInfer below
+                result.setdefault("experiment_errors", []).append(f"run_side: {type(e).__name__}: {e}")
+                log(traceback.format_exc())
                 rc = 1
-        if not args.no_bench:
-            t = time.time()
-            run_bench(result, es=tuple(args.experts), ms=tuple(args.tokens))
-            result["phases"]["bench_s"] = time.time() - t
+            result["phases"]["side_s"] = time.time() - t
             save(result)
+            print("\n".join(side_table(result)), flush=True)
+        if "FLASHINFER_CUTLASS_MXFP4_BF16" in args.backends:
+            t = time.time()
+            run_build(result)
+            result["phases"]["build_s"] = time.time() - t
+            save(result)
+            if not args.no_check:
+                t = time.time()
+                ok = run_checks(result)
+                result["phases"]["check_s"] = time.time() - t
+                save(result)
+                if not ok:
+                    rc = 1
+            if not args.no_bench:
+                t = time.time()
+                run_bench(result, es=tuple(args.experts), ms=tuple(args.tokens))
+                result["phases"]["bench_s"] = time.time() - t
+                save(result)
         for flag, fn, name in ((args.variant, run_variant, "variant_s"), (args.probe, run_probe, "probe_s")):
             if not flag:
                 continue
@@ -768,7 +1041,7 @@ def _copy_out() -> None:
     out = os.environ.get("OUT")
     if not out:
         return
-    for p in (RESULT, SUMMARY, LOG, PLOT):
+    for p in (RESULT, SUMMARY, LOG, PLOT, SIDE_PLOT):
         if p.exists():
             shutil.copy(p, Path(out) / p.name)
     for j in Path(os.environ.get("FLASHINFER_WORKSPACE_BASE", "/tmp")).glob(".cache/flashinfer/*/*/cached_ops/oracle_*/oracle_build.json"):
@@ -801,7 +1074,7 @@ def mode_wait(args) -> int:
 def mode_start(args) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     if args.fresh:  # forget a finished/failed job (the JIT build cache under /tmp stays)
-        for p in (WORK / "pid", DONE, RESULT, SUMMARY, PLOT):
+        for p in (WORK / "pid", DONE, RESULT, SUMMARY, PLOT, SIDE_PLOT):
             p.unlink(missing_ok=True)
     install_wheels()
     pidf = WORK / "pid"
@@ -817,7 +1090,8 @@ def mode_start(args) -> int:
             extra.append("--variant")
         if args.probe:
             extra.append("--probe")
-        extra += ["--experts", *map(str, args.experts), "--tokens", *map(str, args.tokens)]
+        extra += ["--experts", *map(str, args.experts), "--tokens", *map(str, args.tokens),
+                  "--backends", *args.backends]
         with open(LOG, "ab") as lf:
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "all", *extra], stdout=lf,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=str(REPO),
@@ -838,6 +1112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe", action="store_true", help="also time sample objects of the full module")
     ap.add_argument("--experts", type=int, nargs="+", default=list(BENCH_ES))
     ap.add_argument("--tokens", type=int, nargs="+", default=list(BENCH_MS))
+    ap.add_argument("--backends", nargs="+", default=list(ALL_BACKENDS), choices=ALL_BACKENDS,
+                    help="what to build, check and time (FlashInfer W4A16 through run_build/run_bench)")
     args = ap.parse_args(argv)
     if args.mode == "all":
         return mode_all(args)

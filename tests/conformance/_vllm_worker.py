@@ -720,6 +720,8 @@ def run_job(job_path: str, out_path: str) -> int:
             meta["device_name"] = ns.platform.get_device_name()
         except Exception as e:  # noqa: BLE001 - pragma: no cover - informational
             meta["device_name"] = f"<{type(e).__name__}>"
+        if job.get("probe_classes"):
+            meta["class_probe"] = _probe_classes(ns, job)
         if job.get("meta_only"):
             results = []
         else:
@@ -735,6 +737,65 @@ def run_job(job_path: str, out_path: str) -> int:
                    "traceback": traceback.format_exc()}
     _write_json(out_path, payload)
     return 0 if payload["ok"] else 3
+
+
+#: Activation keys every variant is asked about (quant_utils names; None = BF16).
+PROBE_ACTIVATION_KEYS = (None, "kMxfp8Dynamic", "kFp8StaticTensorSym", "kFp8Dynamic128Sym",
+                         "kMxfp4Dynamic")
+
+
+def _probe_classes(ns, job: dict) -> dict:
+    """Each Mxfp4MoeBackend member's own experts classes, asked directly: per
+    library set and activation key, the first class whose ``is_supported_config``
+    accepts the gpt-oss layer (standard activation format) or every class's
+    reason, and the member's padding.  vLLM's code answers; nothing is decided here."""
+    oracle = ns.oracle
+    layer = job["layer"]
+    members = [m for m in {m.value: m for m in oracle.Mxfp4MoeBackend}.values()
+               if m.name != "NONE"]
+    out: dict = {"padding": {}, "layers": {}}
+    for m in members:
+        try:
+            h, i = oracle.mxfp4_round_up_hidden_size_and_intermediate_size(
+                m, layer["hidden_size"], layer["intermediate_size"])
+            out["padding"][m.name] = [int(h), int(i)]
+        except Exception as e:  # noqa: BLE001 - vLLM's answer
+            out["padding"][m.name] = f"{type(e).__name__}: {e}"
+    for name, probe_layer in job["probe_layers"].items():
+        out["layers"][name] = _probe_layer(ns, members, probe_layer, job["probe_library_sets"])
+    return out
+
+
+def _probe_layer(ns, members: list, layer: dict, library_sets: list[dict]) -> dict:
+    oracle = ns.oracle
+    mk = sys.modules["vllm.model_executor.layers.fused_moe.modular_kernel"]
+    moe = _make_moe_config(ns, layer, "auto")
+    fmt = mk.FusedMoEActivationFormat.Standard
+    verdicts: dict = {}
+    for libset in library_sets:
+        _apply_libraries(libset["libraries"])
+        per: dict = {}
+        for m in members:
+            try:
+                classes = oracle.backend_to_kernel_cls(m)
+            except Exception as e:  # noqa: BLE001
+                per[m.name] = {"error": f"{type(e).__name__}: {e}"}
+                continue
+            row: dict = {}
+            for key_name in PROBE_ACTIVATION_KEYS:
+                key = None if key_name is None else getattr(ns.quant_utils, key_name)
+                reasons = []
+                chosen = None
+                for cls in classes:
+                    ok, why = cls.is_supported_config(cls, moe, oracle.kMxfp4Static, key, fmt)
+                    if ok:
+                        chosen = cls.__name__
+                        break
+                    reasons.append(f"{cls.__name__}: {why}")
+                row[str(key_name)] = {"cls": chosen, "reasons": reasons}
+            per[m.name] = row
+        verdicts[libset["name"]] = per
+    return verdicts
 
 
 def _write_json(path: str, payload: dict) -> None:

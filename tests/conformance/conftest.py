@@ -45,3 +45,25 @@ def vllm_table() -> vllm_harness.AnswerTable:
         return vllm_harness.answer_table()
     except vllm_harness.HarnessUnavailable as e:
         _unavailable(str(e))
+
+
+@pytest.fixture(scope="session")
+def vllm_class_probe() -> dict[str, dict]:
+    """Per version and arch: every variant's experts classes asked directly."""
+    if os.environ.get("MXFP4_ORACLE_SKIP_CONFORMANCE") == "1" and not _in_ci():
+        pytest.skip("MXFP4_ORACLE_SKIP_CONFORMANCE=1")
+    try:
+        return {v: vllm_harness.class_probe(v) for v in vllm_harness.VERSIONS}
+    except vllm_harness.HarnessUnavailable as e:
+        _unavailable(str(e))
+
+
+#: Lines the suite prints at the end of the run (its agreement table).
+REPORT: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if REPORT:
+        terminalreporter.section("vLLM conformance")
+        for line in REPORT:
+            terminalreporter.write_line(line)

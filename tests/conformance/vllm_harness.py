@@ -71,6 +71,13 @@ LIBRARY_SETS: dict[str, frozenset[str]] = {
     "no-triton_kernels": frozenset(LIBRARIES) - {"triton_kernels"},
 }
 
+#: Library sets the per-variant probe asks about: all, and each library alone
+#: removed (so every library a variant's classes consult shows up).
+PROBE_LIBRARY_SETS: dict[str, frozenset[str]] = {
+    "all": frozenset(LIBRARIES),
+    **{f"no-{lib}": frozenset(LIBRARIES) - {lib} for lib in LIBRARIES},
+}
+
 #: The faked devices.  CUDA: compute capability and a representative product
 #: name; ROCm: the gfx target amdsmi reports (vLLM derives the capability from
 #: it); XPU / CPU: the platform class (CPU = x86-64 with AMX).
@@ -121,6 +128,16 @@ GPT_OSS_20B_LAYER: dict = {
     "dtype": "bfloat16",
     "swiglu_alpha": 1.702,
     "swiglu_limit": 7.0,
+}
+
+
+#: Layers the per-variant probe asks about: gpt-oss-20b's, and the same sizes
+#: with plain SiLU-gated experts and no biases (which variants refuse gpt-oss for
+#: its activation or its biases, and where they would run otherwise).
+PROBE_LAYERS: dict[str, dict] = {
+    "gpt-oss": GPT_OSS_20B_LAYER,
+    "silu-no-bias": dict(GPT_OSS_20B_LAYER, activation="silu", has_bias=False,
+                         swiglu_alpha=None, swiglu_limit=None),
 }
 
 
@@ -429,7 +446,7 @@ def _clean_env(pythonpath: str) -> dict[str, str]:
 
 
 def _job(version: str, arch: str, cases: list[dict], src: Sources, deps: Path,
-         layer: dict, meta_only: bool = False) -> dict:
+         layer: dict, meta_only: bool = False, probe: bool = False) -> dict:
     spec = dict(ARCHS[arch], name=arch)
     stubs = sorted(set(src.stub_modules) | set(PLATFORM_EXTRA_STUBS[spec["kind"]]))
     humming = deps / "humming"
@@ -447,6 +464,10 @@ def _job(version: str, arch: str, cases: list[dict], src: Sources, deps: Path,
         # fused_humming_moe) needs triton; an import-only placeholder serves.
         "humming_stub_submodules": ["humming.layer"],
         "vendored_triton_kernels_api": src.manifest.get("vendored_triton_kernels_api"),
+        "probe_classes": probe,
+        "probe_layers": PROBE_LAYERS,
+        "probe_library_sets": [{"name": k, "libraries": sorted(v)}
+                               for k, v in PROBE_LIBRARY_SETS.items()],
     }
 
 
@@ -603,6 +624,17 @@ def vllm_meta(version: str, arch: str) -> dict:
     deps = ensure_deps(version)
     job = _job(version, arch, [], src, deps, dict(GPT_OSS_20B_LAYER), meta_only=True)
     return _run_jobs(version, [job], src, deps, 1)[arch]["meta"]
+
+
+def class_probe(version: str, archs: Iterable[str] = ARCHS) -> dict[str, dict]:
+    """Per arch: every Mxfp4MoeBackend member's experts classes asked directly
+    (``is_supported_config`` per library set and activation key) and its padding
+    -- vLLM's per-variant facts, which the matrix's vLLM columns must equal."""
+    src = ensure_vllm_sources(version)
+    deps = ensure_deps(version)
+    jobs = [_job(version, a, [], src, deps, dict(GPT_OSS_20B_LAYER), meta_only=True, probe=True)
+            for a in archs]
+    return {a: p["meta"]["class_probe"] for a, p in _run_jobs(version, jobs, src, deps).items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from _hostile import CONTROL_CHARS, Floor, capture_cli, raw_controls, read_back
 from test_fuzz_cli import argvs as fuzz_cli_argvs
 
 from oracle.cli import main  # noqa: E402
-from oracle.matrix import MATRIX  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ENCODINGS = ["ascii", "latin-1", "cp1252", "utf-8"]

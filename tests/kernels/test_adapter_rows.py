@@ -184,12 +184,27 @@ def test_changed_activation_key_reaches_the_adapter_and_build_moe(patched_row):
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
 def test_build_moe_checks_the_selection_against_the_row(backend_name):
+    from oracle.keys import kInt8StaticChannelSym
+
     row = MATRIX.by_name[backend_name]
-    other = kMxfp8Dynamic if row.activation is None else None
+    # a key that is neither the row's nor one the row's kernel quantizes to itself
+    other = next(k for k in (kMxfp8Dynamic, kInt8StaticChannelSym)
+                 if k != row.activation and not row.applies(k)) if row.activation is None else None
     weights = random_gpt_oss_layer(2, 64, 64, seed=0)
     with pytest.raises(ConfigError) as info:
         M.build_moe(SimpleNamespace(backend=backend_name, activation=other), weights)
     assert info.value.what == "selection.activation" and row.activation_name in info.value.constraint
+
+
+def test_build_moe_passes_a_requested_activation_to_the_adapter():
+    """A key the row quantizes to itself reaches the adapter, which runs it or says precisely why not."""
+    row = MATRIX.by_name["HUMMING"]
+    if not row.applies(kMxfp8Dynamic):
+        pytest.skip("the HUMMING row does not list kMxfp8Dynamic under requested_activations")
+    weights = random_gpt_oss_layer(2, 64, 64, seed=0)
+    with pytest.raises(M.KernelUnavailable) as info:
+        M.build_moe(SimpleNamespace(backend="HUMMING", activation=kMxfp8Dynamic), weights)
+    assert "WGMMA input scales" in str(info.value)
 
 
 # --------------------------------------------------------------------------- no facts written in kernels/

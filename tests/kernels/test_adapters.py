@@ -23,7 +23,7 @@ from oracle.kernels import adapters as A  # noqa: E402
 from oracle.kernels.checkpoint import MoEWeights, random_gpt_oss_layer  # noqa: E402
 from oracle.kernels.jit import stubs  # noqa: E402
 from oracle.kernels.jit.errors import KernelBuildError  # noqa: E402
-from oracle.kernels.moe import IMPLEMENTED_BACKENDS, ReferenceMoE, build_moe  # noqa: E402
+from oracle.kernels.moe import IMPLEMENTED_BACKENDS, EmulationMoE, build_moe  # noqa: E402
 from oracle.kernels.reference import GPT_OSS_SWIGLU, SILU_SWIGLU, ActivationSpec, moe_reference  # noqa: E402
 from oracle import LayerSpec  # noqa: E402
 from oracle.keys import BF16, kMxfp8Dynamic, kMxfp8Static  # noqa: E402
@@ -279,14 +279,18 @@ def test_build_moe_emulation_matches_reference(weights):
     layer = LayerSpec(hidden_size=H, intermediate_size=I, num_experts=E, top_k=K, activation_fn="swiglu_oai",
                       has_bias=True)
     moe = build_moe(Sel("EMULATION"), weights, layer)
-    assert isinstance(moe, ReferenceMoE) and isinstance(moe, torch.nn.Module)
+    assert isinstance(moe, EmulationMoE) and isinstance(moe, torch.nn.Module)
+    assert moe.compute_dtype == torch.bfloat16  # dequantize + BF16 GEMM
     x, ids, w = inputs()
-    torch.testing.assert_close(moe(x, ids, w), moe_reference(x, weights, ids, w))
+    ref = moe_reference(x, weights, ids, w).double()
+    assert float((moe(x, ids, w).double() - ref).norm() / ref.norm()) < 1e-2
+    exact = build_moe(Sel("EMULATION"), weights, layer, compute_dtype=torch.float32)
+    torch.testing.assert_close(exact(x, ids, w), moe_reference(x, weights, ids, w), rtol=0, atol=0)
     expect(KernelInputError, "topk_ids", moe, x, ids[:, :1], w[:, :1])
 
 
 def test_build_moe_emulation_quantized_activation(weights):
-    moe = build_moe(Sel("EMULATION", kMxfp8Dynamic), weights, None)
+    moe = build_moe(Sel("EMULATION", kMxfp8Dynamic), weights, None, compute_dtype=torch.float32)
     assert moe.act_quant == "mxfp8"
     x, ids, w = inputs()
     torch.testing.assert_close(moe(x, ids, w), moe_reference(x, weights, ids, w, act_quant="mxfp8"))

@@ -19,7 +19,7 @@ from oracle import LayerSpec  # noqa: E402
 from oracle.errors import ConfigError, KernelInputError  # noqa: E402
 from oracle.kernels import adapters as A  # noqa: E402
 from oracle.kernels.checkpoint import MoEWeights, random_gpt_oss_layer  # noqa: E402
-from oracle.kernels.moe import ReferenceMoE, build_moe  # noqa: E402
+from oracle.kernels.moe import EmulationMoE, build_moe  # noqa: E402
 from oracle.kernels.reference import GPT_OSS_SWIGLU, moe_reference, moe_reference_naive_f64  # noqa: E402
 
 E, H, I, K = 4, 64, 96, 2
@@ -60,8 +60,17 @@ def sm100_prepared(adapter):
     return A.PreparedFlashInferView(adapter.backend, torch.device("cpu"), E, H, I, 128, 128, {}, GPT_OSS_SWIGLU)
 
 
-# (adapter factory, placeholder prepared weights) for every FlashInfer adapter
+def humming_prepared(adapter):
+    from oracle.kernels.humming import PreparedHumming
+
+    return PreparedHumming(device=torch.device("cpu"), num_experts=E, hidden_size=H, intermediate_size=I,
+                           hidden_pad=128, inter_pad=128, gemm1=None, gemm2=None, mode=adapter.mode,
+                           activation=GPT_OSS_SWIGLU, act_expr="")
+
+
+# (adapter factory, placeholder prepared weights) for every adapter (FlashInfer, humming-kernels)
 ADAPTER_CASES = {
+    "humming": (lambda **kw: A.adapter_for("HUMMING", **kw), humming_prepared),
     "cutlass_w4a16": (lambda **kw: A.CutlassW4A16Sm90Adapter(**kw), lambda ad: cutlass_prepared()),
     "trtllm_bf16": (lambda **kw: A.TrtllmMxfp4Adapter(act="bf16", **kw), sm100_prepared),
     "trtllm_mxfp8": (lambda **kw: A.TrtllmMxfp4Adapter(act="mxfp8", **kw), sm100_prepared),
@@ -202,7 +211,7 @@ def test_build_moe_emulation_follows_the_policy(weights):
     x, ids, w = inputs()
     x = x.float()
     moe = build_moe(EMULATION, weights, LayerSpec(top_k=K))
-    assert isinstance(moe, ReferenceMoE) and moe.check_finite
+    assert isinstance(moe, EmulationMoE) and moe.check_finite
     for name, args in (("hidden", (_nonfinite(x, NAN), ids, w)), ("topk_weights", (x, ids, _nonfinite(w, INF)))):
         with pytest.raises(KernelInputError) as err:
             moe(*args)

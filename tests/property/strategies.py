@@ -7,7 +7,6 @@ Property tests import this module as ``strategies`` (pytest puts this folder on
 from __future__ import annotations
 
 from nontrivial import NonTrivial  # noqa: F401 - re-exported for the clause files
-from hypothesis import settings
 from hypothesis import strategies as st
 from packaging.version import Version
 

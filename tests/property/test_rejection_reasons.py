@@ -9,6 +9,9 @@ DESIGN_REASONS = {
     "arch_unsupported", "platform_unsupported", "weight_mismatch", "activation_mismatch",
     "library_missing", "library_version", "shape_unaligned", "activation_fn_unsupported",
     "parallelism_unsupported", "known_bad", "not_auto_selectable",
+    # Not in the design card's list: a kernel that cannot apply expert biases is a
+    # reason of its own (CUTLASS_MXFP4_MXFP4 implements SwiGLU-OAI but drops biases).
+    "bias_unsupported",
 }
 
 # any_requests are well formed: explain() never raises on them, select() raises

@@ -1,0 +1,119 @@
+"""The oracle against vLLM's own selection code, case by case (issue: fidelity).
+
+* ``vllm-0.33`` / ``vllm-0.22``: 100 % agreement with vLLM 0.33.0 / 0.22.0 on the
+  whole grid -- the same winner with the same padding and the same BF16-fallback
+  warning, or both fail and the oracle's error names vLLM's reason.
+* ``strict``: every disagreement with vLLM 0.33 falls in one class of the closed list
+  (``divergences.DIVERGENCES``, explained in docs/guide.md), and every class occurs.
+* The per-variant vLLM facts of matrix/vllm.toml equal what each variant's experts
+  classes answer when asked directly, for two layers and every library set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import vllm_harness as H
+from compare import compare, default_key, summarize, table_lines
+from conftest import REPORT
+from divergences import DIVERGENCES, classify
+
+from oracle import Device, Environment, SelectionRequest
+from oracle.keys import constant_name
+from oracle.matrix import MATRIX, RELEASES
+from oracle.vllm_rules import _verdict
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
+POLICIES = {"vllm-0.33": "0.33.0", "vllm-0.22": "0.22.0"}
+
+
+@pytest.fixture(scope="module")
+def comparisons(vllm_table):
+    out = {policy: compare(vllm_table, version, policy, H.GPT_OSS_20B_LAYER)
+           for policy, version in POLICIES.items()}
+    out["strict"] = compare(vllm_table, "0.33.0", "strict", H.GPT_OSS_20B_LAYER)
+    REPORT[:] = table_lines(list(out.values()))
+    return out
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_vllm_policy_agrees_with_vllm_on_every_case(comparisons, policy):
+    c = comparisons[policy]
+    assert len(c.rows) >= 5000
+    assert c.agreeing == len(c.rows), "\n".join(summarize(c.rows, default_key, 20))
+
+
+def test_every_strict_divergence_is_a_documented_class(comparisons):
+    c = comparisons["strict"]
+    classes = Counter(classify(case, theirs, ours) for case, theirs, ours, ok in c.rows if not ok)
+    unexplained = [default_key(case, t, o) for case, t, o, ok in c.rows
+                   if not ok and classify(case, t, o) is None]
+    assert not unexplained, "\n".join(unexplained[:20])
+    assert {d.id for d in DIVERGENCES} == set(classes), classes  # every class is real
+    REPORT.append("strict divergences from vLLM 0.33 by class:")
+    REPORT.extend(f"  {classes[d.id]:6d}  {d.id}" for d in DIVERGENCES)
+
+
+def test_the_guide_lists_every_divergence_class_with_its_vllm_source():
+    text = GUIDE.read_text()
+    section = text.split("## Where strict differs from vLLM", 1)
+    assert len(section) == 2, "docs/guide.md needs the section"
+    body = section[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z0-9-]+)` \|", body, re.M)
+    assert listed == [d.id for d in DIVERGENCES]
+    for d in DIVERGENCES:
+        assert d.vllm_source.split(";")[0].split(":")[0] in body, d.id
+
+
+def _request(arch: str, libraries: frozenset[str], layer: dict) -> SelectionRequest:
+    from compare import LIBRARY_NAMES, gpt_oss_layer
+    env = Environment({LIBRARY_NAMES[name]: None for name in libraries})
+    return SelectionRequest(device=Device.parse(arch), environment=env, layer=gpt_oss_layer(layer))
+
+
+@pytest.mark.parametrize("version", sorted(RELEASES))
+def test_variant_facts_equal_what_vllms_experts_classes_answer(vllm_class_probe, version):
+    probe = vllm_class_probe[version]
+    release = RELEASES[version]
+    wrong = []
+    checked = 0
+    for arch, per_arch in probe.items():
+        for layer_name, layer in H.PROBE_LAYERS.items():
+            for libset, verdicts in per_arch["layers"][layer_name].items():
+                req = _request(arch, H.PROBE_LIBRARY_SETS[libset], layer)
+                for name, variant in release.variant.items():
+                    row = MATRIX.by_name[name]
+                    key = variant.key(row)
+                    theirs = verdicts[name][str(None if key is None else constant_name(key))]
+                    ours = _verdict(variant, row, req)
+                    checked += 1
+                    if (theirs["cls"] is not None) != (ours.reason is None):
+                        wrong.append(f"{name} {arch} {layer_name} {libset}: vLLM "
+                                     f"{theirs['cls'] or theirs['reasons'][:1]} / ours "
+                                     f"{ours.reason}")
+                    elif theirs["cls"] is not None and theirs["cls"] not in variant.experts:
+                        wrong.append(f"{name} {arch}: vLLM builds {theirs['cls']}, not in "
+                                     f"{variant.experts}")
+    assert checked > 1000
+    assert not wrong, "\n".join(wrong[:25])
+
+
+@pytest.mark.parametrize("version", sorted(RELEASES))
+def test_padding_equals_vllms_round_up_for_every_variant(vllm_class_probe, version):
+    release = RELEASES[version]
+    for arch, per_arch in vllm_class_probe[version].items():
+        platform = Device.parse(arch).platform
+        for name, variant in release.variant.items():
+            h, i = variant.alignment(platform)
+            ours = [-(-2880 // h) * h, -(-2880 // i) * i]
+            assert per_arch["padding"][name] == ours, (version, arch, name)
+
+
+def test_quant_method_minimum_capability_is_vllms(vllm_table):
+    for version, release in RELEASES.items():
+        meta = vllm_table.meta[version]["sm90"]
+        for method, cap in release.min_capability:
+            assert meta["quant_min_capability"][method] == cap, (version, method)
