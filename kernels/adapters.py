@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from oracle.errors import ConfigError, KernelInputError, OracleError
-from oracle.keys import canonical_name, kMxfp8Dynamic
+from oracle.keys import canonical_name, kFp8DynamicTokenSym, kFp8StaticTensorSym, kMxfp8Dynamic
 from oracle.matrix import MATRIX
 
 from .checkpoint import MoEWeights
@@ -73,8 +73,11 @@ __all__ = [
     "sm_number",
     "arch_check",
     "CutlassW4A16Sm90Adapter",
+    "CutlassHummingSm90Adapter",
     "PreparedMoE",
     "PreparedCutlassW4A16",
+    "PreparedCutlassHumming",
+    "humming_clamp_dequant",
     "PreparedFlashInferView",
     "TrtllmMxfp4Adapter",
     "CutlassMxfp8Mxfp4Sm100Adapter",
@@ -347,8 +350,11 @@ class PreparedCutlassW4A16(PreparedMoE):
             output_dtype=torch.bfloat16, quant_scales=self.quant_scales,
             fc1_expert_biases=self.fc1_bias, fc2_expert_biases=self.fc2_bias,
             use_w4_group_scaling=True, activation_type=ActivationType.Swiglu,
-            tune_max_num_tokens=self.max_num_tokens, **self.swiglu,
+            tune_max_num_tokens=self.max_num_tokens, **self.swiglu, **self.extra_flags,
         )
+
+    #: FlashInfer flags besides ``use_w4_group_scaling`` (the FP8 humming path adds its own).
+    extra_flags: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -378,10 +384,16 @@ class _RowAdapter:
     activation_formats: Mapping[Any, str] = {}
 
     def _init_row(self, activation: Any, device: torch.device | str | None, check_finite: bool = True,
-                  check_expert_ids: bool = True) -> None:
+                  check_expert_ids: bool = True, row: Any = None) -> None:
         self.check_finite = _check_flag("check_finite", check_finite)
         self.check_expert_ids = _check_flag("check_expert_ids", check_expert_ids)
-        self.row = row = _row(self.backend)
+        if row is None:
+            row = _row(self.backend)
+        elif getattr(row, "name", None) != self.backend:
+            # A row object other than the matrix's (e.g. a proposed change, dataclasses.replace of
+            # MATRIX.by_name[backend]) -- still a row of this backend.
+            raise KernelInputError("row", f"a matrix row named {self.backend}", repr(getattr(row, "name", row))[:60])
+        self.row = row
         self.archs = runnable_archs(row)
         self.activation_key = row.activation
         self.activation_kinds = tuple(row.activation_fns)
@@ -434,7 +446,7 @@ class _RowAdapter:
 
 
 def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, alignment: int,
-                             intermediate_alignment: int | None = None):
+                             intermediate_alignment: int | None = None, scale_pad: str = "unit"):
     """Checkpoint MXFP4 -> the pre-interleave operands of the SM90 mixed-input MoE (pure torch).
 
     Returns ``(fc1 [E, 2Ip, Hp/2] u8, fc1_scales [E, 2Ip, Hp/32] u8, fc2 [E, Hp, Ip/2] u8,
@@ -442,8 +454,13 @@ def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, al
     on the weights' device: gate/up rows reordered to FlashInfer's ``[up; gate]``,
     H zero-padded to ``alignment`` and I to ``intermediate_alignment`` (default: the
     same; zero E2M1 codes, unit E8M0 scales 127, zero bias), so padded rows and
-    columns contribute exactly nothing.
+    columns contribute exactly nothing.  ``scale_pad="expert_max"`` pads each expert's
+    scales with that expert's largest scale byte instead of 127 (the padded codes are zero
+    either way): the FP8 humming preparation clamps each expert's exponent *range*, which a
+    127 outside the real range would widen.
     """
+    if scale_pad not in ("unit", "expert_max"):
+        raise KernelInputError("scale_pad", "'unit' or 'expert_max'", repr(scale_pad))
     e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
     hp, ip = round_up(h, alignment), round_up(i, intermediate_alignment or alignment)
     # blocks [E, N, K/32, 16] are the packed [E, N, K/2] bytes (two E2M1 per byte, low nibble first)
@@ -451,10 +468,21 @@ def cutlass_sm90_host_layout(weights: MoEWeights, activation: ActivationSpec, al
     gate, up = _split_gate_up(w13, activation)
     sg, su = _split_gate_up(weights.w13_scales, activation)
     pad_w1, pad_s1 = {1: ip, 2: hp // 2}, {1: ip, 2: hp // 32}
+
+    def pad_s(t: torch.Tensor, sizes: dict[int, int], per_expert: torch.Tensor | None) -> torch.Tensor:
+        if per_expert is None:
+            return _pad_dims(t, sizes, 127)
+        out = per_expert.view(-1, 1, 1).expand(t.shape[0], sizes[1], sizes[2]).clone()
+        out[:, :t.shape[1], :t.shape[2]] = t
+        return out
+
+    m13 = m2 = None
+    if scale_pad == "expert_max":
+        m13, m2 = weights.w13_scales.amax(dim=(1, 2)), weights.w2_scales.amax(dim=(1, 2))
     fc1 = torch.cat([_pad_dims(up, pad_w1), _pad_dims(gate, pad_w1)], dim=1).contiguous()
-    fc1_s = torch.cat([_pad_dims(su, pad_s1, 127), _pad_dims(sg, pad_s1, 127)], dim=1).contiguous()
+    fc1_s = torch.cat([pad_s(su, pad_s1, m13), pad_s(sg, pad_s1, m13)], dim=1).contiguous()
     fc2 = _pad_dims(weights.w2_blocks.reshape(e, h, i // 2), {1: hp, 2: ip // 2}).contiguous()
-    fc2_s = _pad_dims(weights.w2_scales, {1: hp, 2: ip // 32}, 127).contiguous()
+    fc2_s = pad_s(weights.w2_scales, {1: hp, 2: ip // 32}, m2).contiguous()
     b1 = b2 = None
     if weights.w13_bias is not None:
         bg, bu = _split_gate_up(weights.w13_bias.to(torch.bfloat16), activation)
@@ -520,12 +548,18 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
     backend = "FLASHINFER_CUTLASS_MXFP4_BF16"
     layouts = {"cutlass_sm90_mixed_interleaved": _prepare_cutlass_sm90_mixed_interleaved}
     activation_formats = {None: "BF16"}
+    prepared_type: type = PreparedCutlassW4A16
+    #: FlashInfer flags of the workspace-size query besides ``use_w4_group_scaling``.
+    workspace_flags: dict[str, Any] = {}
+    #: The trimmed-module spec this kernel needs (oracle.kernels.jit.sm90).
+    spec_name = "w4a16"
 
     def __init__(self, *, activation: ActivationSpec = GPT_OSS_SWIGLU,
                  device: torch.device | str | None = None, max_num_tokens: int = 8192,
                  module: str = "trimmed", check_expert_ids: bool = True, check_finite: bool = True,
-                 use_fused_finalize: bool = True, alignment: int | None = None, tiles: Any = None) -> None:
-        self._init_row(activation, device, check_finite, check_expert_ids)
+                 use_fused_finalize: bool = True, alignment: int | None = None, tiles: Any = None,
+                 row: Any = None) -> None:
+        self._init_row(activation, device, check_finite, check_expert_ids, row)
         base = math.lcm(self.hidden_alignment, self.intermediate_alignment)
         if alignment is None:
             alignment = base
@@ -547,11 +581,13 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
     def ensure_module(self) -> None:
         """Make FlashInfer's SM90 CUTLASS MoE loader serve the module this adapter wants."""
         if self.module == "trimmed":
-            from oracle.kernels.jit.cutlass_w4a16_sm90 import build_cutlass_w4a16_sm90, installed_module_name
+            from oracle.kernels.jit import sm90
 
-            if installed_module_name() is None or self.tiles is not None:
-                kw = {} if self.tiles is None else {"tiles": self.tiles}
-                self.build_info = build_cutlass_w4a16_sm90(**kw)  # cached build installs itself
+            spec = sm90.SPECS[self.spec_name]
+            if self.tiles is not None:
+                self.build_info = sm90.build_trimmed_sm90((spec.with_tiles(self.tiles),))
+            else:  # a module holding this spec (a union with the installed one's, if that lacks it)
+                self.build_info = sm90.ensure_specs(spec) or self.build_info
         elif self.module == "full":
             from oracle.kernels.jit.cutlass_w4a16_sm90 import uninstall
 
@@ -570,7 +606,7 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
         p, x, ids, w = prepared, hidden_states, topk_ids, topk_weights
         mk = None
         try:
-            if (type(p) is PreparedCutlassW4A16 and out is None
+            if (type(p) is self.prepared_type and out is None
                     and x.dtype is torch.bfloat16 and x.dim() == 2 and ids.dim() == 2
                     and (x.shape[1] == p.hidden_size or x.shape[1] == p.hidden_pad)
                     and ids.dtype is torch.int32 and w.dtype is torch.float32
@@ -589,8 +625,8 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
 
     def _check_run_inputs_slow(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any,
                                out: Any = None) -> tuple[int, int]:
-        if not isinstance(prepared, PreparedCutlassW4A16):
-            raise KernelInputError("prepared", "the result of CutlassW4A16Sm90Adapter.prepare",
+        if type(prepared) is not self.prepared_type or prepared.backend != self.backend:
+            raise KernelInputError("prepared", f"the result of {type(self).__name__}.prepare",
                                    type(prepared).__name__)
         x = _is_tensor("hidden_states", hidden_states)
         h, hp = prepared.hidden_size, prepared.hidden_pad
@@ -636,7 +672,7 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
             size = cutlass_fused_moe_workspace_size(
                 cap, prepared.hidden_pad, prepared.inter_pad, prepared.num_experts, top_k,
                 x_dtype=torch.bfloat16, weight_dtype=torch.uint8, output_dtype=torch.bfloat16,
-                activation_type=ActivationType.Swiglu, use_w4_group_scaling=True,
+                activation_type=ActivationType.Swiglu, use_w4_group_scaling=True, **self.workspace_flags,
                 use_fused_finalize=self.use_fused_finalize, device=prepared.device)
             ws = torch.empty(int(size), dtype=torch.uint8, device=prepared.device)
             prepared.workspaces[key] = ws
@@ -720,6 +756,154 @@ class CutlassW4A16Sm90Adapter(_RowAdapter):
         finally:
             log.setLevel(old)
         torch.cuda.synchronize(prepared.device)
+
+
+# --------------------------------------------------------------------------- CUTLASS MXFP4 x FP8 humming (SM90)
+
+#: Humming's fixed epilogue compensation: FlashInfer's residual slots take residual * 2**6
+#: (``prepare_cutlass_humming_weights``, the ``cutlass_fused_moe`` docstring).
+HUMMING_EPILOGUE_COMPENSATION = 64.0
+#: E2M1 code -> value (index = the 4-bit code; bit 3 is the sign).
+_E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+
+
+def humming_clamp_dequant(blocks: torch.Tensor, scales: torch.Tensor, max_range: int = 11) -> torch.Tensor:
+    """The MXFP4 weights the FP8 humming kernel multiplies with, dequantized (pure torch, CPU or GPU).
+
+    ``blocks`` uint8 [E, N, K/2] (two E2M1 codes per byte, low nibble first), ``scales``
+    uint8 [E, N, K/32] (E8M0).  FlashInfer's preparation (adapted from Humming) keeps at most
+    ``max_range`` binades of E8M0 scale per expert: a block whose scale byte is below
+    ``max(scales[e]) - max_range`` gets that floor as its scale and its codes are rewritten
+    to ``code * 2**-delta`` rounded to E2M1 (FlashInfer's rewrite table), so small blocks
+    lose precision or flush to zero.  This is that arithmetic, from the checkpoint bytes:
+    returns float32 [E, N, K].  With a range within ``max_range`` it is the exact dequantization.
+    """
+    from flashinfer.fused_moe.prepare import _humming_mxfp4_w4a8_rewrite_lut_cpu
+
+    if not 0 <= max_range <= 11:
+        raise KernelInputError("max_range", "an int in [0, 11] (E4M3 exponent room)", max_range)
+    e = scales.shape[0]
+    flat = scales.reshape(e, -1).to(torch.int32)
+    top = flat.amax(dim=1, keepdim=True)
+    floor = top - torch.clamp(top - flat.amin(dim=1, keepdim=True), max=max_range)
+    clamped = torch.maximum(flat, floor)
+    delta = (clamped - flat).reshape(scales.shape)
+    lut = _humming_mxfp4_w4a8_rewrite_lut_cpu().to(blocks.device).long()
+    codes = torch.stack([blocks & 0x0F, blocks >> 4], dim=-1).reshape(*blocks.shape[:-1], -1).long()
+    codes = lut[delta.repeat_interleave(32, dim=-1).long(), codes]
+    values = torch.tensor(_E2M1, dtype=torch.float32, device=blocks.device)[codes]
+    scale = torch.exp2(clamped.reshape(scales.shape).float() - 127.0).repeat_interleave(32, dim=-1)
+    return values * scale
+
+
+def _humming_preprocess(weight: torch.Tensor, raw_scale: torch.Tensor, max_range: int, chunk: int = 8):
+    """FlashInfer's ``preprocess_moe_weights_for_sm90_mixed_gemm_humming``, a few experts at a time.
+
+    The clamp is per expert, so chunking over experts is exact; it bounds the temporary
+    int64 index tensors of the payload rewrite (16 bytes per weight) to ``chunk`` experts.
+    """
+    from flashinfer.fused_moe.prepare import preprocess_moe_weights_for_sm90_mixed_gemm_humming as pre
+
+    outs = [pre(weight[i:i + chunk], raw_scale[i:i + chunk], max_range) for i in range(0, weight.shape[0], chunk)]
+    return tuple(torch.cat([o[j] for o in outs], dim=0).contiguous() for j in range(3))
+
+
+@dataclass(kw_only=True)
+class PreparedCutlassHumming(PreparedCutlassW4A16):
+    """SM90 humming layout: E8M0-offset-rewritten MXFP4 weights, folded offsets, per-expert residuals."""
+
+    backend: str = "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING"
+    # quant_scales: [fc1 offsets int32 [E, 2Ip/64, Hp/128, 16, 4], fc1 residual * 2**6 [E] f32,
+    #                fc2 activation global (reserved) f32 scalar, fc2 offsets int32, fc2 residual * 2**6]
+    max_range: int = 11
+    extra_flags: dict[str, Any] = field(default_factory=lambda: {"use_wfp4afp8_humming": True})
+
+
+def _check_row_bias(adapter: Any, weights: Any) -> None:
+    """Biases only where the adapter's matrix row runs them (``row.bias``)."""
+    if isinstance(weights, MoEWeights) and not adapter.row.bias and (
+            weights.w13_bias is not None or weights.w2_bias is not None):
+        raise KernelInputError("weights.w13_bias / weights.w2_bias",
+                               f"absent: the matrix row of {adapter.backend} says bias = false",
+                               "GEMM biases present (gpt-oss has them)",
+                               "select a backend whose row runs biases (FLASHINFER_CUTLASS_MXFP4_BF16, "
+                               "HUMMING), or EMULATION")
+
+
+def _prepare_cutlass_sm90_humming(adapter: CutlassHummingSm90Adapter, weights: MoEWeights,
+                                  device: torch.device) -> PreparedCutlassHumming:
+    """Layout ``cutlass_sm90_humming``: host layout ([up; gate]) + FlashInfer's humming preprocessing."""
+    _check_row_bias(adapter, weights)
+    try:
+        from flashinfer.fused_moe.prepare import preprocess_moe_weights_for_sm90_mixed_gemm_humming  # noqa: F401
+    except Exception as e:  # pragma: no cover - environment
+        raise KernelUnavailable(adapter.backend, "flashinfer-python importable", f"{type(e).__name__}: {e}",
+                                "pip install flashinfer-python==0.7.2.post1") from e
+    adapter.ensure_module()
+    e, h, i = weights.num_experts, weights.hidden_size, weights.intermediate_size
+    hp, ip = round_up(h, adapter.alignment), round_up(i, adapter.alignment)
+    fc1, fc1_s, fc2, fc2_s, b1, b2 = cutlass_sm90_host_layout(weights.to(device), adapter.activation,
+                                                              adapter.alignment, scale_pad="expert_max")
+    with torch.cuda.device(device):
+        w1, s1, r1 = _humming_preprocess(fc1, fc1_s, adapter.max_range)
+        w2, s2, r2 = _humming_preprocess(fc2, fc2_s, adapter.max_range)
+    swiglu: dict[str, torch.Tensor] = {}
+    if adapter.activation.kind == "swiglu_oai":
+        def full(v: float) -> torch.Tensor:
+            return torch.full((e,), float(v), dtype=torch.float32, device=device)
+
+        swiglu = {"swiglu_alpha": full(adapter.activation.alpha), "swiglu_beta": full(1.0),
+                  "swiglu_limit": full(adapter.activation.limit)}
+    reserved = torch.ones((), dtype=torch.float32, device=device)
+    scales = [s1.view(torch.int32), (r1 * HUMMING_EPILOGUE_COMPENSATION).float().contiguous(), reserved,
+              s2.view(torch.int32), (r2 * HUMMING_EPILOGUE_COMPENSATION).float().contiguous()]
+    return PreparedCutlassHumming(
+        device=device, num_experts=e, hidden_size=h, intermediate_size=i, hidden_pad=hp, inter_pad=ip,
+        fc1_weights=w1, fc2_weights=w2, quant_scales=scales, fc1_bias=b1, fc2_bias=b2, swiglu=swiglu,
+        activation=adapter.activation, max_num_tokens=adapter.max_num_tokens, max_range=adapter.max_range)
+
+
+class CutlassHummingSm90Adapter(CutlassW4A16Sm90Adapter):
+    """FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING: FlashInfer's CUTLASS MXFP4-weight x FP8-activation MoE (SM90).
+
+    The kernel behind FlashInfer's ``CutlassHummingRunner``, through the flat
+    ``cutlass_fused_moe(..., use_w4_group_scaling=True, use_wfp4afp8_humming=True)`` with the
+    five humming quant scales.  Weights from the checkpoint bytes: GEMM1 rows ``[up; gate]``,
+    H and I zero-padded to the row's alignment, then FlashInfer's
+    ``preprocess_moe_weights_for_sm90_mixed_gemm_humming`` (per-expert E8M0 range clamp to
+    ``max_range`` binades, FP4 payload rewrite, SM90 interleave; :func:`humming_clamp_dequant`
+    is what it leaves of the weights).  Activations go in as BF16; the kernel quantizes them
+    to FP8 e4m3 itself, one scale per token and GEMM input (workspace ``act_fp8_token_scale``)
+    -- :attr:`kernel_activation_key` -- whatever activation key the row names.  Biases and the
+    gated activation: as the matrix row says (``row.bias``, ``row.activation_fns``); ``row=``
+    takes another row object of this backend (e.g. a proposed change) for experiments.
+    Other arguments as :class:`CutlassW4A16Sm90Adapter`; the trimmed module holds the
+    ``fp8humming`` spec (:data:`oracle.kernels.jit.sm90.FP8_HUMMING`).
+    """
+
+    backend = "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING"
+    layouts = {"cutlass_sm90_humming": _prepare_cutlass_sm90_humming}
+    # Whatever the row's key, the kernel quantizes per token (FlashInfer 0.7.2.post1, SM90).
+    activation_formats = {kFp8StaticTensorSym: "FP8 per token (in the kernel)",
+                          kFp8DynamicTokenSym: "FP8 per token (in the kernel)"}
+    kernel_activation_key = kFp8DynamicTokenSym
+    prepared_type = PreparedCutlassHumming
+    workspace_flags = {"use_wfp4afp8_humming": True}
+    spec_name = "fp8humming"
+
+    def __init__(self, *, max_range: int = 11, **kwargs: Any) -> None:
+        if kwargs.get("tiles") is not None:
+            raise KernelInputError("tiles", "None (the fp8humming spec's tiles)", repr(kwargs["tiles"])[:60])
+        super().__init__(**kwargs)
+        if not isinstance(max_range, int) or isinstance(max_range, bool) or not 0 <= max_range <= 11:
+            raise KernelInputError("max_range", "an int in [0, 11] (E4M3 exponent room of the pre-MMA "
+                                   "FP4 -> E4M3 conversion)", repr(max_range)[:40])
+        self.max_range = max_range
+
+    def prepare(self, weights: MoEWeights) -> PreparedCutlassHumming:
+        """As :meth:`_RowAdapter.prepare`; biases the row does not run are refused first (no GPU needed)."""
+        _check_row_bias(self, weights)
+        return super().prepare(weights)
 
 
 # --------------------------------------------------------------------------- SM100-family adapters
@@ -950,6 +1134,7 @@ def _humming_adapter(**kwargs: Any):
 ADAPTERS: dict[str, Callable[..., Any]] = {
     "HUMMING": _humming_adapter,
     "FLASHINFER_CUTLASS_MXFP4_BF16": CutlassW4A16Sm90Adapter,
+    "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING": CutlassHummingSm90Adapter,
     "FLASHINFER_TRTLLM_MXFP4_BF16": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_BF16"),
     "FLASHINFER_TRTLLM_MXFP4_MXFP8": partial(TrtllmMxfp4Adapter, backend="FLASHINFER_TRTLLM_MXFP4_MXFP8"),
     "FLASHINFER_CUTLASS_MXFP4_MXFP8": CutlassMxfp8Mxfp4Sm100Adapter,

@@ -22,7 +22,7 @@ from typing import Any, Final
 from oracle.errors import MatrixError
 from oracle.keys import QuantKey
 from oracle.matrix.loader import (Adjustment, _adjustments, _archs, _build, _fail, _flag,
-                                  _list_of, _names, _nonempty, _one_of, _quant_key, _row_name,
+                                  _list_of, _matching, _names, _nonempty, _one_of, _quant_key, _row_name,
                                   _snake, _spec, _typed)
 from oracle.platforms import LIBRARIES, PLATFORMS
 
@@ -54,9 +54,12 @@ def _pad(row: str, key: str, value: Any) -> tuple[tuple[str, tuple[int, int]], .
 def _int_table(row: str, key: str, value: Any) -> tuple[tuple[str, int], ...]:
     if not isinstance(value, Mapping):
         _fail(row, key, "a table {quant_method = capability}", value)
-    return tuple((_snake(row, key, k), _typed(int, "a capability x10 like 80",
+    return tuple((_method(row, key, k), _typed(int, "a capability x10 like 80",
                                               lambda v: v > 0)(row, f"{key}.{k}", v))
                  for k, v in value.items())
+
+
+_method = _matching(r"[a-z][a-z0-9_-]*", "a quantization method name like compressed-tensors")
 
 
 def _retry(row: str, key: str, value: Any) -> tuple[tuple[str, str], ...]:

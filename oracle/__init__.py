@@ -35,7 +35,7 @@ from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, Gro
 from oracle.gates import Reason
 from oracle.keys import BF16, QUANT_KEY_NAMES, UNSET, GroupShape, QuantKey, ScaleDesc
 from oracle.platforms import Device
-from oracle.request import Environment, LayerSpec, SelectionRequest
+from oracle.request import POLICIES, RANKS, Environment, LayerSpec, SelectionRequest
 from oracle.selection import Rejection, Selection, Verdict
 from oracle.selector import explain, select
 from oracle.diff import SetupDiff, diff  # binds oracle.diff to the function, not the module
@@ -49,7 +49,7 @@ __all__ = [
     "QUANT_KEY_NAMES", "QuantSpec", "QuantizationConfigArgs", "resolve_quantization_config",
     "OracleError", "ConfigError", "UnknownQuantKey", "UnknownBackend", "ActivationConflict",
     "NoEligibleBackend", "MatrixError", "KernelInputError", "GroupError", "GroupDivergence",
-    "UNSET",
+    "UNSET", "POLICIES", "RANKS", "Profile", "load_profile",
 ]
 
 _LAZY = {
@@ -58,6 +58,8 @@ _LAZY = {
     "QuantizationConfigArgs": "oracle.config",
     "resolve_quantization_config": "oracle.config",
     "select_for_group": "oracle.group",
+    "Profile": "oracle.profile",
+    "load_profile": "oracle.profile",
 }
 
 

@@ -34,7 +34,7 @@ from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBa
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
-COMMANDS = ("select", "explain", "diff", "matrix", "keys", "docs")
+COMMANDS = ("select", "explain", "diff", "matrix", "keys", "docs", "tune")
 _DOTTED = re.compile(r"^--quantization[-_]config\.([A-Za-z0-9_.\-]+)$")
 
 
@@ -77,6 +77,14 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="strict",
                    help="strict (default): the project's rules; vllm-0.33 | vllm-0.22: what "
                         "that vLLM release would run")
+    p.add_argument("--rank", default="table",
+                   help="table (default): the matrix's order; measured: within one activation "
+                        "tier, the fastest in --profile at --batch-tokens")
+    p.add_argument("--profile", default=None,
+                   help="measured profile: bundled, a bundled name, or a TOML file from "
+                        "`mxfp4-oracle tune`")
+    p.add_argument("--batch-tokens", dest="batch_tokens", default=None,
+                   help="tokens per MoE call the ranking is for (e.g. 1 for decode)")
     p.add_argument("--allow-activation-fallback", action="store_true",
                    help="with an activation override, allow a BF16 variant if none matches")
     p.add_argument("--json", action="store_true", help="print the contract JSON")
@@ -107,6 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("docs", help="write docs/support-matrix.md (or --check it)")
     d.add_argument("--check", action="store_true", help="fail if the committed docs are stale")
     d.add_argument("--path", default=None, help="target file (default docs/support-matrix.md)")
+    sub.add_parser("tune", help="measure a ranking profile on this machine's GPU (runs "
+                                "python -m oracle.kernels.tune; its flags pass through)")
     return parser
 
 
@@ -156,6 +166,8 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
     argv = [str(a) for a in argv]
     if argv[:1] == ["diff"] and "--" in argv:
         return _parse_diff(argv)
+    if argv[:1] == ["tune"]:  # the GPU tuner's own flags; it parses them
+        return CliArgs("tune", argparse.Namespace(args=argv[1:]))
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["select", *argv]
     # Pull the dotted --quantization-config.X.Y flags out (argparse cannot declare them).
@@ -474,7 +486,24 @@ def _request_args(args: CliArgs) -> tuple[dict[str, Any], _Place]:
         sys.stderr.write(place.note + "\n")
     return dict(device=place.device, moe_backend=o.moe_backend, quantization=o.quantization,
                 quantization_config=args.quantization_config, environment=place.environment,
-                allow_activation_fallback=o.allow_activation_fallback, policy=o.policy), place
+                allow_activation_fallback=o.allow_activation_fallback, policy=o.policy,
+                **_rank_args(o)), place
+
+
+def _rank_args(o: argparse.Namespace) -> dict[str, Any]:
+    """--rank / --profile / --batch-tokens as request fields (read only when named)."""
+    profile = None
+    if o.profile is not None:
+        from oracle.profile import load_profile
+        profile = load_profile(o.profile)
+    tokens = None
+    if o.batch_tokens is not None:
+        text = str(o.batch_tokens).strip()
+        if not (text.isascii() and text.isdigit() and 0 < len(text) <= 12 and int(text) > 0):
+            raise ConfigError("--batch-tokens", "a positive integer", shown(o.batch_tokens)[:40],
+                              "--batch-tokens 16")
+        tokens = int(text)
+    return {"rank": o.rank, "profile": profile, "batch_tokens": tokens}
 
 
 def _cmd_select(args: CliArgs, out: Any) -> int:
@@ -632,7 +661,20 @@ def _cmd_diff(args: CliArgs, out: Any) -> int:
     return 0
 
 
-_HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "diff": _cmd_diff,
+def _cmd_tune(args: CliArgs, out: Any) -> int:
+    """Measure a profile on this machine's GPU: ``python -m oracle.kernels.tune`` in a child
+    process (the oracle never imports the kernels; they need torch and a GPU)."""
+    import subprocess
+    cmd = [sys.executable, "-m", "oracle.kernels.tune", *args.options.args]
+    out.flush()
+    try:
+        return 0 if subprocess.call(cmd) == 0 else 2
+    except OSError as exc:
+        raise ConfigError("tune", "a runnable Python", type(exc).__name__,
+                          "python -m oracle.kernels.tune --help") from None
+
+
+_HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "diff": _cmd_diff, "tune": _cmd_tune,
              "matrix": _cmd_matrix, "keys": _cmd_keys, "docs": _cmd_docs}
 
 
@@ -725,6 +767,8 @@ def _run(argv: list[str]) -> int:
     try:
         args = parse_argv(argv)
         for w in args.warnings:
+            # escape() shows a user value's newlines too; the _Escaping stream is the backstop
+            # for everything else and leaves this already-printable text alone.
             sys.stderr.write(f"warning: {escape(w)}\n")
         return _HANDLERS[args.command](args, sys.stdout)
     except OracleError as exc:

@@ -288,6 +288,7 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
                   moe_backend: str = "auto", quantization: str | None = None,
                   quantization_config: Any = None, environment: Environment | None = None,
                   allow_activation_fallback: bool = False, policy: str = "strict",
+                  rank: str = "table", profile: Any = None, batch_tokens: int | None = None,
                   ) -> tuple[SelectionRequest, str, CheckpointQuant, QuantizationConfigArgs]:
     """Everything but the decision: (request, model label, checkpoint facts, merged config)."""
     label, cfg = load_model_config(model)
@@ -316,6 +317,7 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
         weight=weight, activation=qargs.moe_activation, checkpoint_activation=ckpt.activation,
         moe_backend=moe_backend, device=dev, environment=env,
         layer=layer, allow_activation_fallback=allow_activation_fallback, policy=policy,
+        rank=rank, profile=profile, batch_tokens=batch_tokens,
     )
     return request, label, ckpt, qargs
 
@@ -323,13 +325,15 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
 def _check_min_capability(request: SelectionRequest, ckpt: CheckpointQuant) -> None:
     """Under a vLLM policy, the release's quant method refuses a CUDA device below its
     minimum capability before any MoE kernel is chosen (``get_min_capability``)."""
-    if request.policy == "strict" or request.device.platform != "cuda" or ckpt.method is None:
+    # A BF16 checkpoint quantized at load (--quantization mxfp4) is vLLM's "online" method.
+    method = ckpt.method if ckpt.weight is not None else "online"
+    if request.policy == "strict" or request.device.platform != "cuda" or method is None:
         return
     release = RELEASES[POLICY_RELEASES[request.policy]]
-    minimum = dict(release.min_capability).get(ckpt.method)
+    minimum = dict(release.min_capability).get(method)
     cc = request.device.arch
     if minimum is not None and isinstance(cc, int) and cc < minimum:
-        raise ConfigError("device", f"capability >= {minimum / 10:.1f} for a {ckpt.method} "
+        raise ConfigError("device", f"capability >= {minimum / 10:.1f} for a {method} "
                           f"checkpoint in vLLM {release.version} "
                           "(the quant method's get_min_capability)",
                           request.device.name, "a newer GPU, or --policy strict to see which "
@@ -340,7 +344,8 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
                      moe_backend: str = "auto", quantization: str | None = None,
                      quantization_config: Any = None, environment: Environment | None = None,
                      allow_activation_fallback: bool = False,
-                     policy: str = "strict") -> ModelSelection:
+                     policy: str = "strict", rank: str = "table", profile: Any = None,
+                     batch_tokens: int | None = None) -> ModelSelection:
     """Select the MoE backend for ``model`` (bundled name, folder, config.json path or dict).
 
     ``device`` / ``environment`` left as ``None`` are probed from this machine
@@ -350,7 +355,8 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
     request, label, ckpt, qargs = build_request(
         model, device=device, moe_backend=moe_backend, quantization=quantization,
         quantization_config=quantization_config, environment=environment,
-        allow_activation_fallback=allow_activation_fallback, policy=policy)
+        allow_activation_fallback=allow_activation_fallback, policy=policy, rank=rank,
+        profile=profile, batch_tokens=batch_tokens)
     _check_min_capability(request, ckpt)
     selection = select(request)
     unquantized = tuple(dict.fromkeys((*ckpt.modules_to_not_convert, *qargs.ignore)))

@@ -24,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from oracle.errors import ConfigError, shown
 
-__all__ = ["Device", "GPU_NAMES", "gpu_arch", "ARCHS_IN_SCOPE", "PLATFORMS", "arch_platform", "arch_sort_key",
+__all__ = ["Device", "GPU_NAMES", "gpu_arch", "ARCHS_IN_SCOPE", "SCOPE_DEVICES", "PLATFORMS", "arch_platform", "arch_sort_key",
            "LIBRARIES", "DISTRIBUTIONS", "Version", "parse_version"]
 
 #: Every arch the project answers for, in display order.  Other well-formed archs
@@ -164,9 +164,15 @@ class Device:
                           "(H100, B200, RTX 5090, MI300X)")
 
 
+#: The archs in scope as Devices, parsed once (error hints walk them on every failure).
+SCOPE_DEVICES: Final = tuple(Device.parse(a) for a in ARCHS_IN_SCOPE)
+_SCOPE_PLATFORM: Final = {d.name: d.platform for d in SCOPE_DEVICES}
+
+
 def arch_platform(arch: str) -> str:
     """``sm90`` → cuda, ``gfx950`` → rocm, ``xpu`` → xpu, ``cpu`` → cpu."""
-    return Device.parse(arch).platform
+    platform = _SCOPE_PLATFORM.get(arch)
+    return platform if platform is not None else Device.parse(arch).platform
 
 
 def arch_sort_key(arch: str) -> tuple[int, str]:

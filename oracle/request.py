@@ -19,15 +19,19 @@ from oracle.errors import ConfigError, shown
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxfp4Static,
                          parse_quant_key, suggest)
 from oracle.platforms import LIBRARIES, Device, Version, parse_version
+from oracle.profile import Profile
 
 __all__ = ["Environment", "LayerSpec", "SelectionRequest", "normalize_backend_name", "POLICIES",
-           "parse_policy"]
+           "parse_policy", "RANKS"]
 
 #: The rule sets one matrix is read with: ``strict`` (the project's own rules: an
 #: explicit backend is a pin, activations are exact, known-bad kernels are refused)
 #: and one per vLLM release whose selection the matrix records (its columns in
 #: matrix/vllm.toml), which answers what that release would run.
 POLICIES: Final = ("strict", "vllm-0.33", "vllm-0.22")
+
+#: How eligible candidates are ordered: the matrix's table order, or measured time.
+RANKS: Final = ("table", "measured")
 
 
 def parse_policy(value: Any) -> str:
@@ -276,6 +280,11 @@ class SelectionRequest:
     layer: LayerSpec | None = None
     allow_activation_fallback: bool = False
     policy: str = "strict"
+    #: "table" (the matrix's order) or "measured": within one activation tier, order the
+    #: eligible candidates by ``profile``'s time at ``batch_tokens`` (strict policy only).
+    rank: str = "table"
+    profile: Profile | None = None
+    batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         _check_field("weight", self.weight, (QuantKey,), "a QuantKey")
@@ -290,6 +299,28 @@ class SelectionRequest:
         _check_field("allow_activation_fallback", self.allow_activation_fallback, (bool,),
                      "True or False")
         object.__setattr__(self, "policy", parse_policy(self.policy))
+        self._check_rank()
+
+    def _check_rank(self) -> None:
+        if self.rank not in RANKS:
+            raise ConfigError("rank", "one of " + ", ".join(RANKS), shown(self.rank)[:40],
+                              "--rank table (the default) or --rank measured")
+        _check_field("profile", self.profile, (Profile, type(None)),
+                     "a Profile (oracle.profile.load_profile('bundled')) or None")
+        if self.batch_tokens is not None:
+            _check_field("batch_tokens", self.batch_tokens, (int,), "a positive int")
+            if isinstance(self.batch_tokens, bool) or not 0 < self.batch_tokens < 1 << 40:
+                raise ConfigError("batch_tokens", "a positive int", shown(self.batch_tokens),
+                                  "--batch-tokens 16")
+        if self.rank == "measured":
+            if self.policy != "strict":
+                raise ConfigError("rank", "table under a vLLM policy (the release's own order "
+                                  "decides)", "measured", "--policy strict --rank measured")
+            if self.profile is None or self.batch_tokens is None:
+                raise ConfigError("rank", "measured with a profile and batch_tokens",
+                                  "measured without " + ("a profile" if self.profile is None
+                                                         else "batch_tokens"),
+                                  "--rank measured --profile bundled --batch-tokens 16")
 
     def with_(self, **changes: Any) -> SelectionRequest:
         return replace(self, **changes)
@@ -308,4 +339,8 @@ class SelectionRequest:
             "layer": self.layer.to_dict() if self.layer else None,
             "allow_activation_fallback": self.allow_activation_fallback,
             "policy": self.policy,
+            "rank": self.rank,
+            "profile": (f"{self.profile.label}: {self.profile.describe()}"
+                        if self.profile is not None else None),
+            "batch_tokens": self.batch_tokens,
         }

@@ -36,8 +36,8 @@ from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, NoE
                            OracleError, UnknownBackend)
 from oracle.gates import GateInput, GateVerdict, Reason, run_gates
 from oracle.keys import BF16, QuantKey, canonical_name
-from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row
-from oracle.platforms import Device
+from oracle.matrix import MATRIX, Matrix, Row
+from oracle.platforms import SCOPE_DEVICES, Device
 from oracle.request import Environment, SelectionRequest, normalize_backend_name
 from oracle.selection import Rejection, Selection, Verdict
 from oracle.vllm_rules import check_backend_flag, evaluate_vllm, release_for
@@ -99,6 +99,7 @@ class Evaluation:
     fallback: bool
     runs_with: QuantKey | None = None  # the activation the winner applies
     padded: tuple[int, int] | None = None  # (hidden, intermediate) the winner pads the layer to
+    rank_notes: tuple[str, ...] = ()  # what rank="measured" did (or why it did not apply)
 
     def eligible_names(self) -> tuple[str, ...]:
         return tuple(self.candidates[i].name for i in self.order)
@@ -153,17 +154,61 @@ def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
         return (not matches(i), last) if strict else (last, not matches(i))
 
     order = tuple(sorted((i for i, v in enumerate(gates) if v.reason is None), key=preference))
+    rank_notes: tuple[str, ...] = ()
+    if request.rank == "measured" and order:
+        order, rank_notes = _measured_order(request, candidates, order, preference,
+                                            lambda i: _applied(candidates[i], strict, wanted))
     winner = order[0] if order else None
     fallback = winner is not None and not matches(winner)
     runs_with = None
     padded = None
     if winner is not None:
         row = candidates[winner]
-        runs_with = wanted if strict and row.activation != wanted and row.applies(wanted) \
-            else row.activation
+        runs_with = _applied(row, strict, wanted)
         padded = _padded(row, request)
     return Evaluation(request, None if auto else request.moe_backend, candidates, gates,
-                      strict, act, order, winner, fallback, runs_with, padded)
+                      strict, act, order, winner, fallback, runs_with, padded, rank_notes)
+
+
+def _applied(row: Row, strict: bool, wanted: QuantKey | None) -> QuantKey | None:
+    """The activation ``row`` would run this request with."""
+    return wanted if strict and row.activation != wanted and row.applies(wanted) \
+        else row.activation
+
+
+def _measured_order(request: SelectionRequest, candidates: Sequence[Row], order: tuple[int, ...],
+                    preference: Any, applied: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """rank="measured": inside each preference tier (never across: precision is not traded
+    silently), measured candidates by time at the nearest measured M, then the unmeasured
+    ones in table order.  Returns the order and the report's lines."""
+    profile, tokens = request.profile, request.batch_tokens
+    assert profile is not None and tokens is not None  # checked by SelectionRequest
+    env = request.environment
+    why_not = profile.mismatch(request.device.name,
+                               {lib: env.version(lib) for lib, _ in profile.libraries})
+    if why_not:
+        return order, (f"measured ranking not applied: profile {profile.label} "
+                       f"({profile.describe()}) does not match: {why_not}",)
+    experts = request.layer.num_experts if request.layer is not None else None
+    found = {i: profile.lookup(candidates[i].name, applied(i), experts, tokens) for i in order}
+    ranked = tuple(sorted(order, key=lambda i: (preference(i), found[i] is None,
+                                                found[i].us if found[i] else 0.0)))
+    times = ", ".join(f"{candidates[i].name} {found[i].us:.1f} µs" if found[i] else
+                      f"{candidates[i].name} unmeasured" for i in ranked)
+    lines = [f"measured ranking ({profile.describe()}, M = {tokens}): {times}"]
+    best = found[ranked[0]]
+    if best is not None:
+        faster = [m for m in profile.measurements
+                  if m.tokens == best.tokens and m.experts == best.experts
+                  and m.activation != best.activation and m.us < best.us
+                  and any(c.name == m.backend for c in candidates)]
+        if faster:
+            m = min(faster, key=lambda m: m.us)
+            lines.append(f"{m.backend} would be {best.us / m.us:.2f}x faster at M = {m.tokens} "
+                         f"with {canonical_name(m.activation)} activations, rel. error "
+                         f"{m.rel_error:.1e} vs {best.rel_error:.1e} (ask for them with "
+                         f"--quantization-config.moe.activation {canonical_name(m.activation)})")
+    return ranked, tuple(lines)
 
 
 # ------------------------------------------------------------------ report building
@@ -253,6 +298,7 @@ def _decide(request: SelectionRequest, matrix: Matrix) -> _Decision:
     detail = ev.gates[ev.winner].detail
     if detail:
         notes.append(f"{row.name}: {detail}")
+    notes += ev.rank_notes
     fingerprint = {"request": request.to_dict(), "matrix": matrix.version}
     return _Decision(ev, rejected, _selection(ev, row, ev.eligible_names(), rejected, notes,
                                               ev.fallback, fingerprint, matrix,
@@ -316,8 +362,8 @@ class _Hint:
         archs: list[str] = []
         if not alternatives:
             here = req.device.name
-            archs = [arch for arch in ARCHS_IN_SCOPE if arch != here and evaluate(
-                req.with_(device=Device.parse(arch)), self.matrix).winner is not None]
+            archs = [dev.name for dev in SCOPE_DEVICES if dev.name != here and evaluate(
+                req.with_(device=dev), self.matrix).winner is not None]
         return alternatives[:_HINT_LIMIT], archs
 
 
@@ -397,10 +443,9 @@ class _GroupHint:
         archs: list[str] = []
         if not alternatives:
             envs = list(dict.fromkeys(env for _, env in self.places))
-            for arch in ARCHS_IN_SCOPE:
-                dev = Device.parse(arch)
+            for dev in SCOPE_DEVICES:
                 if _common_order(self.base, [(dev, e) for e in envs]):
-                    archs.append(arch)
+                    archs.append(dev.name)
         return alternatives[:_HINT_LIMIT], archs
 
 

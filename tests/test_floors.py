@@ -21,6 +21,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("oracle.errors", "oracle.models"),
     ("oracle.files", "oracle.suggest"),
     ("oracle.keys", "oracle.platforms"),
+    ("oracle.profile",),
     ("oracle.request",),
     ("oracle.gates",),
     ("oracle.selection",),

@@ -280,3 +280,17 @@ def test_a_gpt_oss_checkpoint_needs_capability_80_under_the_vllm_policies():
         assert info.value.path == "device" and "8.0" in info.value.constraint
         assert select_for_model("gpt-oss-20b", policy=policy, device="sm80",
                                 environment=env()).selection.backend == "MARLIN"
+
+
+def test_online_mxfp4_reaches_the_oracle_from_capability_75():
+    from oracle import select_for_model
+    from oracle.model import load_model_config
+    _, cfg = load_model_config("gpt-oss-20b")
+    cfg = {k: v for k, v in cfg.items() if k != "quantization_config"}  # a BF16 checkpoint
+    for policy in ("vllm-0.33", "vllm-0.22"):
+        ms = select_for_model(cfg, device="sm75", quantization="mxfp4", policy=policy,
+                              environment=env())
+        assert ms.selection.backend == "MARLIN"
+        with pytest.raises(ConfigError):
+            select_for_model(cfg, device="sm70", quantization="mxfp4", policy=policy,
+                             environment=env())

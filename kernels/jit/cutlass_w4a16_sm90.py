@@ -28,14 +28,12 @@ FlashInfer's CUTLASS MoE loader at it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ __all__ = [
 GENERATOR_VERSION = 1
 
 _MIXED_LAUNCHER = "sm90_generic_mixed_moe_gemm_kernelLauncher"
+_SMALL_K_LAUNCHER = "sm90_generic_mixed_moe_small_k_kernelLauncher"
 _W4A16_TYPES = ("__nv_bfloat16", "SafeFP4", "__nv_bfloat16")
 
 #: Non-generated FlashInfer sources the W4A16 path needs (relative to FLASHINFER_CSRC_DIR).
@@ -127,10 +126,27 @@ class Instantiation:
     tile: Tile | None
     statement: str
     source: Path
+    args: tuple[str, ...] = ()  # every template argument, whitespace-normalized
 
     @property
     def is_w4a16(self) -> bool:
-        return self.launcher == _MIXED_LAUNCHER and self.types == _W4A16_TYPES
+        return self.launcher == _MIXED_LAUNCHER and self.types == _W4A16_TYPES and self.scale_mode is None
+
+    @property
+    def scale_mode(self) -> str | None:
+        """The ``MixedInputScaleMode`` template argument (``kPreMmaE8M0``...), None when absent."""
+        for a in self.args:
+            if "MixedInputScaleMode::" in a:
+                return a.rsplit("::", 1)[1]
+        return None
+
+    @property
+    def mainloop_type(self) -> str | None:
+        """The ``MainloopScheduleType`` argument of a small-K launcher (``SINGLE_WARPGROUP_ROLLING``...)."""
+        for a in self.args:
+            if "MainloopScheduleType::" in a:
+                return a.rsplit("::", 1)[1]
+        return None
 
 
 @dataclass
@@ -149,6 +165,8 @@ class TrimmedBuild:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     built_now: int = 0
     unresolved_c_symbols: list[str] = field(default_factory=list)
+    specs: tuple[str, ...] = ("w4a16",)   # the oracle.kernels.jit.sm90 specs the module holds
+    compiled_now: int | None = None       # objects compiled in this run (0: all from the JIT cache)
 
     @property
     def object_count(self) -> int:
@@ -162,6 +180,7 @@ class TrimmedBuild:
             "object_count": self.object_count, "full_object_count": self.full_object_count,
             "phase_seconds": self.phase_seconds,
             "built_now": self.built_now, "unresolved_c_symbols": self.unresolved_c_symbols,
+            "specs": list(self.specs), "compiled_now": self.compiled_now,
         }
 
 
@@ -258,13 +277,13 @@ def parse_generated_file(path: Path) -> tuple[str, list[Instantiation], str]:
     for s in stmts:
         args = _split_args(s.group(2))
         tile = None
-        if s.group(1) == _MIXED_LAUNCHER and len(args) >= 7:
+        if s.group(1) in (_MIXED_LAUNCHER, _SMALL_K_LAUNCHER) and len(args) >= 7:
             cta, cl = _shape(args[4]), _shape(args[5])
             sched = "Cooperative" if "Cooperative" in args[6] else (
                 "Pingpong" if "Pingpong" in args[6] else args[6])
             if cta and cl and len(cta) == 3 and len(cl) == 3:
                 tile = Tile(cta[0], cta[1], cta[2], sched, tuple(cl))  # type: ignore[arg-type]
-        out.append(Instantiation(s.group(1), tuple(args[:3]), tile, s.group(0), Path(path)))
+        out.append(Instantiation(s.group(1), tuple(args[:3]), tile, s.group(0), Path(path), tuple(args)))
     return preamble, out, postamble
 
 
@@ -295,9 +314,14 @@ def _runner_instantiation_source() -> str:
 
 def cache_key(*, flashinfer_version: str, base_name: str, nvcc_version: str,
               cuda_cflags: Sequence[str], cflags: Sequence[str], ldflags: Sequence[str],
-              kept_sources: Sequence[str], kept_statements: Sequence[str]) -> str:
-    """sha256 over everything that changes the built module."""
-    payload = {
+              kept_sources: Sequence[str], kept_statements: Sequence[str],
+              specs: Sequence[Any] | None = None) -> str:
+    """sha256 over everything that changes the built module.
+
+    ``specs``: the module specs' own descriptions (:meth:`oracle.kernels.jit.sm90.ModuleSpec.key_payload`);
+    None for the W4A16-only module built by :func:`build_cutlass_w4a16_sm90`'s original key.
+    """
+    payload: dict[str, Any] = {
         "generator": GENERATOR_VERSION,
         "flashinfer": flashinfer_version,
         "base": base_name,
@@ -311,6 +335,10 @@ def cache_key(*, flashinfer_version: str, base_name: str, nvcc_version: str,
         "finalize_types": list(FINALIZE_TYPES),
         "stub_prefixes": list(_stubs.STUB_PREFIXES),
     }
+    if specs is not None:
+        payload["specs"] = list(specs)
+        payload.pop("runner_types")
+        payload.pop("finalize_types")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -413,173 +441,15 @@ def build_cutlass_w4a16_sm90(*, tiles: Iterable[Tile] = DEFAULT_TILES,
                              install_module: bool = True) -> TrimmedBuild:
     """Build (or reuse) the trimmed ``fused_moe_90`` module for MXFP4 x BF16 MoE.
 
-    ``tiles``: mixed-input GEMM configs to compile for ``__nv_bfloat16 x SafeFP4``
-    (the workspace-sizing config :data:`WORKSPACE_TILE` is always added).
-    ``jobs``: ninja parallelism (default: ninja's, cores + 2).
-    ``progress``: called with one line per event (default: print to stderr).
-    ``install_module``: also point FlashInfer's CUTLASS MoE loader at the result
-    (:func:`install`), so ``CutlassW4A16Runner`` and ``cutlass_fused_moe`` use it.
-
-    On a machine without a GPU set ``FLASHINFER_CUDA_ARCH_LIST=9.0a`` before
-    importing flashinfer to cross-build.  Raises :class:`KernelBuildError` when
-    the toolchain is missing, FlashInfer's source layout differs from the one
-    this was written for, the build fails, or the result is not link-closed.
+    The W4A16 spec (:data:`oracle.kernels.jit.sm90.W4A16`) alone, with ``tiles`` as its
+    mixed-input GEMM configs for ``__nv_bfloat16 x SafeFP4`` (the workspace-sizing config
+    :data:`WORKSPACE_TILE` is always added); see :func:`oracle.kernels.jit.sm90.build_trimmed_sm90`
+    for the other arguments and for modules holding several kernels.
     """
-    if progress is None:
-        def progress(line: str) -> None:
-            print(line, file=sys.stderr, flush=True)
+    from oracle.kernels.jit.sm90 import W4A16, build_trimmed_sm90
 
-    t0 = time.time()
-    tools = check_toolchain()
-    flashinfer, jit_env, fi_fused_moe = _fi()
-    try:
-        from flashinfer.jit.core import check_cuda_arch
-
-        check_cuda_arch()
-    except Exception as e:
-        raise KernelBuildError("CUDA target arch", "detectable (a GPU, or FLASHINFER_CUDA_ARCH_LIST)",
-                               str(e)[:200], "set FLASHINFER_CUDA_ARCH_LIST=9.0a before importing "
-                               "flashinfer to cross-build for SM90") from e
-
-    full = fi_fused_moe.gen_cutlass_fused_moe_sm90_module()
-    csrc = Path(jit_env.FLASHINFER_CSRC_DIR).resolve()
-    generated = [Path(s) for s in full.sources if str(s).endswith(".generated.cu")]
-    by_rel: dict[str, Path] = {}
-    for s in full.sources:
-        s = Path(s)
-        try:
-            by_rel[s.resolve().relative_to(csrc).as_posix()] = s
-        except ValueError:
-            continue
-    missing = [r for r in KEEP_SOURCES + (_RUNNER_INSTANTIATION,) if r not in by_rel]
-    if missing:
-        raise KernelBuildError("flashinfer source layout",
-                               f"the one of flashinfer-python 0.7.2.post1 ({flashinfer.__version__} here)",
-                               f"missing {missing}", "pin flashinfer-python==0.7.2.post1 or update "
-                               "oracle.kernels.jit.cutlass_w4a16_sm90.KEEP_SOURCES")
-    for r in KEEP_SOURCES:
-        if not by_rel[r].exists():
-            raise KernelBuildError("flashinfer sources", "present in the installed wheel",
-                                   f"missing file {by_rel[r]}",
-                                   "install a wheel that ships flashinfer/data/csrc/nv_internal "
-                                   "and flashinfer/data/csrc/fused_moe")
-
-    # ---- select the kept generated instantiations
-    wanted = sorted(set(tiles) | {WORKSPACE_TILE})
-    all_stmts: list[tuple[str, Instantiation, str]] = []
-    for g in sorted(generated):
-        pre, stmts, post = parse_generated_file(g)
-        all_stmts += [(pre, s, post) for s in stmts]
-    chosen: dict[Tile, tuple[str, Instantiation, str]] = {}
-    for pre, s, post in all_stmts:
-        if s.is_w4a16 and s.tile in wanted and s.tile not in chosen:
-            chosen[s.tile] = (pre, s, post)
-    absent = [str(t) for t in wanted if t not in chosen]
-    if absent:
-        raise KernelBuildError("W4A16 tiles", "generated by FlashInfer for __nv_bfloat16 x SafeFP4",
-                               absent, "choose tiles from the generated set "
-                               "(see parse_generated_file on cutlass_instantiations/90)")
-
-    kept_rel = list(KEEP_SOURCES)
-    statements = [chosen[t][1].statement for t in wanted]
-    key = cache_key(flashinfer_version=flashinfer.__version__, base_name=full.name,
-                    nvcc_version=tools["nvcc_version"],
-                    cuda_cflags=full.extra_cuda_cflags or [], cflags=full.extra_cflags or [],
-                    ldflags=full.extra_ldflags or [], kept_sources=kept_rel,
-                    kept_statements=statements)
-    name = f"oracle_{full.name}_w4a16_{key[:12]}"
-    gen_dir = Path(jit_env.FLASHINFER_GEN_SRC_DIR) / "oracle" / name
-    # Heaviest translation units first: ninja starts edges in manifest order, so the
-    # GEMM instantiations and the runner (the critical path) begin at once.
-    sources: list[Path] = []
-    runner_tu = gen_dir / "w4a16_runner_instantiation.cu"
-    _write_if_different(runner_tu, _runner_instantiation_source())
-    for i, t in enumerate(wanted):
-        pre, s, post = chosen[t]
-        tu = gen_dir / f"w4a16_gemm_{i:02d}_{t}.cu"
-        _write_if_different(tu, "// Generated by oracle.kernels.jit from FlashInfer's "
-                                f"{s.source.name} -- do not edit.\n" + pre + s.statement
-                                + "\n" + post + "\n")
-        sources.append(tu)
-    sources.insert(1, runner_tu)
-    sources += [by_rel[r] for r in kept_rel]
-
-    spec = dataclasses.replace(full, name=name, sources=sources)
-    build_dir = Path(spec.build_dir)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    phases: dict[str, float] = {"prepare": time.time() - t0}
-    progress(f"[oracle jit] {name}: {len(sources)} translation units "
-             f"({len(wanted)} W4A16 GEMM configs) instead of {len(full.sources)}; "
-             f"build dir {build_dir}")
-
-    # ---- phase 1: objects
-    t1 = time.time()
-    spec.write_ninja()
-    edges = _ninja_edges(Path(spec.ninja_path))
-    objects = list(edges)
-    built = _run_ninja(tools["ninja"], build_dir, Path(spec.ninja_path), objects, jobs=jobs,
-                       label="compile", progress=progress)
-    phases["compile"] = time.time() - t1
-
-    # ---- phase 2: stubs for the dropped references, then link
-    t2 = time.time()
-    missing_syms = _stubs.missing_symbols([Path(o) for o in objects])
-    demangled = _stubs.demangle(missing_syms)
-    data = [d for d in demangled if not _stubs.is_function(d)]
-    if data:
-        raise KernelBuildError("link closure", "only functions missing from the trimmed objects",
-                               f"{len(data)} data symbols, e.g. {data[:3]}",
-                               "keep the source that defines them (KEEP_SOURCES)")
-    summary = ("CutlassMoeFCRunner<" + "; ".join(RUNNER_TYPES) + ">, mixed GEMM "
-               + ", ".join(str(t) for t in wanted))
-    stub_cpp = gen_dir / "dropped_symbol_stubs.cpp"
-    _write_if_different(stub_cpp, _stubs.render_stub_source(missing_syms, demangled, module=name,
-                                                            kept_summary=summary))
-    spec = dataclasses.replace(spec, sources=sources + [stub_cpp])
-    spec.write_ninja()
-    built += _run_ninja(tools["ninja"], build_dir, Path(spec.ninja_path), [], jobs=jobs,
-                        label="stubs+link", progress=progress)
-    so = Path(spec.jit_library_path)
-    libs, at_load = _system_libraries(tools["cuda_home"]), _tvm_ffi_library()
-    # Closure loop: a C++ *function* still unresolved after linking (outside the
-    # tensorrt_llm:: prefixes, e.g. a helper of a dropped source) is stubbed too and
-    # the module relinked; an unresolved C++ data symbol is an error.
-    for _ in range(3):
-        unresolved = _stubs.unresolved_dynamic_symbols(so, libs, at_load)
-        cxx_unresolved = [u for u in unresolved if u.startswith("_Z")]
-        if not cxx_unresolved:
-            break
-        dem = _stubs.demangle(cxx_unresolved)
-        bad = [d for d in dem if not (_stubs.is_function(d) and _stubs.in_project_namespace(d))]
-        if bad:
-            raise KernelBuildError("link closure", "no unresolved C++ data or library symbols in the trimmed module",
-                                   f"{len(bad)} unresolved, e.g. {bad[:3]}",
-                                   "keep the source that defines them (KEEP_SOURCES)")
-        progress(f"[oracle jit] stubbing {len(cxx_unresolved)} more unresolved functions, e.g. {dem[:2]}")
-        missing_syms = sorted(set(missing_syms) | set(cxx_unresolved))
-        demangled = _stubs.demangle(missing_syms)
-        _write_if_different(stub_cpp, _stubs.render_stub_source(missing_syms, demangled, module=name,
-                                                                kept_summary=summary))
-        built += _run_ninja(tools["ninja"], build_dir, Path(spec.ninja_path), [], jobs=jobs,
-                            label="stubs+link", progress=progress)
-    else:
-        raise KernelBuildError("link closure", "closed after stubbing", f"{len(cxx_unresolved)} still unresolved",
-                               "inspect with nm -D --undefined-only " + str(so))
-    phases["stubs_link"] = time.time() - t2
-    phases["total"] = time.time() - t0
-
-    result = TrimmedBuild(
-        name=name, key=key, flashinfer_version=flashinfer.__version__, spec=spec,
-        library_path=so, kept_sources=kept_rel + [runner_tu.name],
-        kept_tiles=[str(t) for t in wanted], stubbed_symbols=len(missing_syms),
-        full_object_count=len(full.sources), phase_seconds=phases, built_now=built,
-        unresolved_c_symbols=[u for u in unresolved if not u.startswith("_Z")][:50])
-    (build_dir / "oracle_build.json").write_text(json.dumps(result.to_dict(), indent=1))
-    progress(f"[oracle jit] {name}: {so} ({so.stat().st_size / 2**20:.1f} MiB), "
-             f"{len(missing_syms)} dropped symbols stubbed, {phases['total']:.1f}s")
-    if install_module:
-        install(result)
-    return result
+    return build_trimmed_sm90((W4A16.with_tiles(tiles),), jobs=jobs, progress=progress,
+                              install_module=install_module)
 
 
 # ------------------------------------------------------------------------- install
@@ -605,11 +475,12 @@ def install(build: TrimmedBuild) -> None:
     def gen_trimmed_sm90(use_fast_build: bool = False):
         return spec
 
-    gen_trimmed_sm90.__doc__ = f"oracle trimmed W4A16 module {build.name}"
+    gen_trimmed_sm90.__doc__ = f"oracle trimmed module {build.name} ({', '.join(build.specs)})"
     _INSTALLED.setdefault("original", core.gen_cutlass_fused_moe_sm90_module)
     core.gen_cutlass_fused_moe_sm90_module = gen_trimmed_sm90
     core.get_cutlass_fused_moe_module.cache_clear()
     _INSTALLED["name"] = build.name
+    _INSTALLED["specs"] = tuple(build.specs)
 
 
 def uninstall() -> None:
@@ -622,6 +493,7 @@ def uninstall() -> None:
     core.gen_cutlass_fused_moe_sm90_module = original
     core.get_cutlass_fused_moe_module.cache_clear()
     _INSTALLED.pop("name", None)
+    _INSTALLED.pop("specs", None)
 
 
 def installed_module_name() -> str | None:

@@ -228,7 +228,9 @@ def rejection_names_offender(request: SelectionRequest, backend: str, reason: Re
             for label, v in (("hidden", layer.hidden_size),
                              ("intermediate", layer.intermediate_size)))
     elif reason is Reason.ACTIVATION_FN_UNSUPPORTED:
-        ok = layer is not None and (_shows(layer.activation_fn, detail) or "bias" in detail)
+        ok = layer is not None and _shows(layer.activation_fn, detail)
+    elif reason is Reason.BIAS_UNSUPPORTED:
+        ok = layer is not None and bool(layer.has_bias) and "bias" in detail
     elif reason is Reason.PARALLELISM_UNSUPPORTED:
         ok = layer is not None and "ep_size" in detail and _shows(layer.ep_size, detail)
     elif reason is Reason.NOT_AUTO_SELECTABLE:

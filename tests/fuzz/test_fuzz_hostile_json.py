@@ -109,7 +109,9 @@ _flags = st.tuples(_one_flag, st.one_of(st.just([]), _one_flag)).map(lambda t: t
 
 
 def test_cli_quantization_config_flags(hermetic_probe):
-    reached = Floor("a JSON flag value parsed and merged (parse_argv returned)", 0.1)
+    # About one example in eight parses (most flag values are hostile on purpose); the
+    # floor sits well below that so 100 random dev-profile examples do not flake.
+    reached = Floor("a JSON flag value parsed and merged (parse_argv returned)", 0.03)
     refused = Floor("exit status 2 with an error line", 0.3)
 
     @given(st.sampled_from(["select", "explain"]), st.booleans(), _flags)
