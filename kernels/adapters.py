@@ -891,19 +891,25 @@ class CutlassHummingSm90Adapter(CutlassW4A16Sm90Adapter):
     workspace_flags = {"use_wfp4afp8_humming": True}
     spec_name = "fp8humming"
 
-    def __init__(self, *, max_range: int = 11, **kwargs: Any) -> None:
+    def __init__(self, *, max_range: int = 11, activation: ActivationSpec | None = None, row: Any = None,
+                 **kwargs: Any) -> None:
         if kwargs.get("tiles") is not None:
             raise KernelInputError("tiles", "None (the fp8humming spec's tiles)", repr(kwargs["tiles"])[:60])
-        super().__init__(**kwargs)
+        if activation is None:  # gpt-oss's SwiGLU where the row runs it, else plain SwiGLU
+            fns = (row if row is not None else _row(self.backend)).activation_fns
+            activation = GPT_OSS_SWIGLU if "swiglu_oai" in fns else ActivationSpec("swiglu")
+        super().__init__(activation=activation, row=row, **kwargs)
         if not isinstance(max_range, int) or isinstance(max_range, bool) or not 0 <= max_range <= 11:
             raise KernelInputError("max_range", "an int in [0, 11] (E4M3 exponent room of the pre-MMA "
                                    "FP4 -> E4M3 conversion)", repr(max_range)[:40])
         self.max_range = max_range
 
     def prepare(self, weights: MoEWeights) -> PreparedCutlassHumming:
-        """As :meth:`_RowAdapter.prepare`; biases the row does not run are refused first (no GPU needed)."""
+        """As :meth:`_RowAdapter.prepare`; biases the row does not run are refused after the value
+        checks and before the device is looked at (no GPU needed)."""
+        weights = _check_weights(weights, self.check_finite)
         _check_row_bias(self, weights)
-        return super().prepare(weights)
+        return self._prepare_layout(self, weights, self._device(weights))
 
 
 # --------------------------------------------------------------------------- SM100-family adapters

@@ -4,9 +4,11 @@
 
     python -m oracle.kernels.tune --out PROFILE.toml [--experts 32 128] [--tokens 1 4 16 64 256 1024 4096]
 
-On a GPU, per backend ``build_moe`` can run here (:data:`BACKENDS`: FlashInfer CUTLASS
-W4A16, FlashInfer CUTLASS MXFP4 x FP8 humming, HUMMING with BF16 and with FP8 per-token
-activations, EMULATION) x experts x tokens: the CUDA-graph median (omitted where graphs do
+On a GPU, per backend ``build_moe`` can run here (:func:`default_backends`: every backend
+with a kernel adapter plus the activation overrides of :data:`OVERRIDES`; on an H200 that is
+FlashInfer CUTLASS W4A16, FlashInfer CUTLASS MXFP4 x FP8 humming, HUMMING with BF16 and with
+FP8 per-token activations, EMULATION -- the SM100 kernels are reported as not measured)
+x experts x tokens: the CUDA-graph median (omitted where graphs do
 not work), the eager median, the relative error against the float reference and the
 backend's first-call build / JIT seconds.  The problem is a gpt-oss MoE layer (H = I = 2880,
 top-4, random MXFP4 weights, biases, SwiGLU-OAI) -- as far as each backend's matrix row
@@ -41,17 +43,28 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BACKENDS", "Measurement", "render_profile", "median", "rotation_count", "iterations_for",
+__all__ = ["OVERRIDES", "default_backends", "parse_label", "Measurement", "render_profile", "median", "rotation_count", "iterations_for",
            "canonical_arch", "run", "main"]
 
-#: What ``tune`` measures: label -> (matrix row, activation key name requested, None = the row's).
-BACKENDS: dict[str, tuple[str, str | None]] = {
-    "FLASHINFER_CUTLASS_MXFP4_BF16": ("FLASHINFER_CUTLASS_MXFP4_BF16", None),
-    "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING": ("FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING", None),
-    "HUMMING": ("HUMMING", None),
-    "HUMMING+kFp8DynamicTokenSym": ("HUMMING", "kFp8DynamicTokenSym"),
-    "EMULATION": ("EMULATION", None),
-}
+#: Activation overrides measured besides each row's own key: (row, QuantKey constant name) --
+#: keys the row says its kernel quantizes to itself (``requested_activations``).
+OVERRIDES: tuple[tuple[str, str], ...] = (("HUMMING", "kFp8DynamicTokenSym"),)
+
+
+def parse_label(label: str) -> tuple[str, str | None]:
+    """``"ROW"`` or ``"ROW+KEY"`` (a requested activation key) -> (row name, key name or None)."""
+    row, _, key = label.partition("+")
+    return row, key or None
+
+
+def default_backends() -> tuple[str, ...]:
+    """Every backend ``build_moe`` has a kernel for, plus :data:`OVERRIDES` (labels for ``--backends``).
+
+    Those that cannot run on this device (another arch) are reported as not measured.
+    """
+    from .moe import IMPLEMENTED_BACKENDS
+
+    return tuple(IMPLEMENTED_BACKENDS) + tuple(f"{r}+{k}" for r, k in OVERRIDES)
 DEFAULT_EXPERTS = (32, 128)
 DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024, 4096)
 GPT_OSS = {"hidden": 2880, "intermediate": 2880, "top_k": 4}
@@ -322,6 +335,14 @@ def _act_quant_of(key_name: str) -> str | None:
     return None if key_name == "None" else EMULATED_ACTIVATIONS[_key(key_name)]
 
 
+def _sm90_flashinfer() -> set[str]:
+    """The backends served by the trimmed SM90 FlashInfer module (the adapters naming a spec)."""
+    from .adapters import ADAPTERS
+
+    return {b for b, f in ADAPTERS.items() if isinstance(f, type) and getattr(f, "spec_name", None)}
+
+
+
 def build_flashinfer(progress: Callable[[str], None] = _log) -> float:
     """Build (or load) the trimmed module holding both FlashInfer SM90 specs; returns its seconds."""
     from .jit import sm90
@@ -336,7 +357,7 @@ def build_flashinfer(progress: Callable[[str], None] = _log) -> float:
 
 
 def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEFAULT_TOKENS,
-        backends: Sequence[str] = tuple(BACKENDS), seed: int = 0, autotune: bool = True,
+        backends: Sequence[str] | None = None, seed: int = 0, autotune: bool = True,
         prebuilt_s: float | None = None, on_row: Callable[[Measurement], None] | None = None,
         notes: list[str] | None = None, device: str = "cuda", shape: dict[str, int] | None = None
         ) -> list[Measurement]:
@@ -357,6 +378,7 @@ def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEF
     from .reference import moe_reference
 
     notes = notes if notes is not None else []
+    backends = tuple(default_backends() if backends is None else backends)
     rows: list[Measurement] = []
     cuda = torch.device(device).type == "cuda"
 
@@ -369,14 +391,16 @@ def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEF
     h, i, k = geo["hidden"], geo["intermediate"], geo["top_k"]
     fi_build_s = prebuilt_s
     build_s: dict[str, float] = {}
-    if fi_build_s is None and cuda and any(BACKENDS[b][0].startswith("FLASHINFER") for b in backends):
+    fi_rows = _sm90_flashinfer()
+    if fi_build_s is None and cuda and any(parse_label(b)[0] in fi_rows for b in backends) \
+            and torch.cuda.get_device_capability(0) == (9, 0):
         fi_build_s = build_flashinfer()
     for e in experts:
         weights = random_layer_cuda(e, h, i, seed + e, device=device)
         plain = None
         expert_bytes = (3 * i * h) // 2 + (3 * i * h) // 32 + 2 * (3 * i)  # blocks + scales + biases
         for label in backends:
-            row_name, requested = BACKENDS[label]
+            row_name, requested = parse_label(label)
             layer, bias = _layer_for(row_name, e, geo)
             w = weights
             if not bias:
@@ -418,7 +442,7 @@ def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEF
             sync()
             t_warm = time.perf_counter() - t1
             if label not in build_s:
-                if row_name.startswith("FLASHINFER"):
+                if row_name in fi_rows:
                     build_s[label] = float(fi_build_s or 0.0) + t_build
                 else:
                     build_s[label] = t_build + (t_warm if hasattr(adapter, "warmup") else 0.0)
@@ -510,7 +534,9 @@ def main(argv: Sequence[str] | None = None, *, prebuilt_s: float | None = None,
     ap.add_argument("--out", required=True, help="the profile TOML to write (rewritten after every backend)")
     ap.add_argument("--experts", type=int, nargs="+", default=list(DEFAULT_EXPERTS))
     ap.add_argument("--tokens", type=int, nargs="+", default=list(DEFAULT_TOKENS))
-    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    ap.add_argument("--backends", nargs="+", default=None,
+                    help="labels ROW or ROW+KEY (default: every backend build_moe has a kernel for, and "
+                         + ", ".join(f"{r}+{k}" for r, k in OVERRIDES) + ")")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-autotune", action="store_true", help="skip FlashInfer's autotuner (default tactic)")
     args = ap.parse_args(argv)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBackend, escape, shown
+from oracle.files import user_path
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
@@ -115,8 +116,13 @@ def _build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("docs", help="write docs/support-matrix.md (or --check it)")
     d.add_argument("--check", action="store_true", help="fail if the committed docs are stale")
     d.add_argument("--path", default=None, help="target file (default docs/support-matrix.md)")
-    sub.add_parser("tune", help="measure a ranking profile on this machine's GPU (runs "
-                                "python -m oracle.kernels.tune; its flags pass through)")
+    t = sub.add_parser("tune", help="measure a ranking profile on this machine's GPU "
+                                    "(python -m oracle.kernels.tune)")
+    t.add_argument("--out", required=True, help="the profile TOML to write")
+    t.add_argument("--experts", default=None, help="expert counts, e.g. 32,128")
+    t.add_argument("--tokens", default=None, help="tokens per call, e.g. 1,16,256")
+    t.add_argument("--backends", default=None, help="matrix row names to measure, comma-separated")
+    t.add_argument("--json", action="store_true", help="errors as JSON")
     return parser
 
 
@@ -166,8 +172,6 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
     argv = [str(a) for a in argv]
     if argv[:1] == ["diff"] and "--" in argv:
         return _parse_diff(argv)
-    if argv[:1] == ["tune"]:  # the GPU tuner's own flags; it parses them
-        return CliArgs("tune", argparse.Namespace(args=argv[1:]))
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["select", *argv]
     # Pull the dotted --quantization-config.X.Y flags out (argparse cannot declare them).
@@ -661,11 +665,44 @@ def _cmd_diff(args: CliArgs, out: Any) -> int:
     return 0
 
 
+def _listed(text: str | None) -> list[str]:
+    return [v.strip() for v in text.split(",")] if text else []
+
+
+def _positive_ints(flag: str, text: str | None) -> list[str]:
+    values = _listed(text)
+    for v in values:
+        if not (v.isascii() and v.isdigit() and 0 < len(v) <= 7 and int(v) > 0):
+            raise ConfigError(flag, "comma-separated positive integers", shown(v)[:40],
+                              f"{flag} 1,16,256")
+    return values
+
+
 def _cmd_tune(args: CliArgs, out: Any) -> int:
     """Measure a profile on this machine's GPU: ``python -m oracle.kernels.tune`` in a child
     process (the oracle never imports the kernels; they need torch and a GPU)."""
     import subprocess
-    cmd = [sys.executable, "-m", "oracle.kernels.tune", *args.options.args]
+
+    from oracle.matrix import MATRIX
+    from oracle.probe import detect_device
+    o = args.options
+    cmd = [sys.executable, "-m", "oracle.kernels.tune", "--out", str(user_path(o.out, "--out"))]
+    for flag, values in (("--experts", _positive_ints("--experts", o.experts)),
+                         ("--tokens", _positive_ints("--tokens", o.tokens))):
+        if values:
+            cmd += [flag, *values]
+    backends = _listed(o.backends)
+    if backends:
+        unknown = [b for b in backends if b.upper() not in MATRIX.by_name]
+        if unknown:
+            raise ConfigError("--backends", "matrix row names", shown(unknown[0])[:60],
+                              "mxfp4-oracle matrix lists them")
+        cmd += ["--backends", *(b.upper() for b in backends)]
+    device = detect_device()
+    if device.platform != "cuda":
+        raise ConfigError("tune", "run on a machine with a CUDA GPU (it measures kernels)",
+                          device.name, "run it on the GPU machine; elsewhere pass its profile "
+                          "with --profile FILE")
     out.flush()
     try:
         return 0 if subprocess.call(cmd) == 0 else 2

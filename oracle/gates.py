@@ -148,8 +148,13 @@ def _shape(row: Any, g: GateInput) -> GateVerdict:
         return _PASS
     notes = []
     hidden_align, intermediate_align = row.alignment(g.request.device.platform)
+    # Under tensor parallelism each rank holds intermediate // tp (vLLM pads that size).
+    per_rank = layer.intermediate_size // layer.tp_size \
+        if layer.intermediate_size is not None and layer.tp_size else layer.intermediate_size
+    label_i = "intermediate" if not layer.tp_size or layer.tp_size == 1 else \
+        f"per-rank intermediate (tp {layer.tp_size})"
     for label, size, align in (("hidden", layer.hidden_size, hidden_align),
-                               ("intermediate", layer.intermediate_size, intermediate_align)):
+                               (label_i, per_rank, intermediate_align)):
         if size is None:
             continue
         if size <= 0:

@@ -110,7 +110,8 @@ def _padded(row: Row, request: SelectionRequest) -> tuple[int, int] | None:
     if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
         return None
     h, i = row.alignment(request.device.platform)
-    return _round_up(layer.hidden_size, h), _round_up(layer.intermediate_size, i)
+    per_rank = layer.intermediate_size // (layer.tp_size or 1)
+    return _round_up(layer.hidden_size, h), _round_up(per_rank, i)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -204,10 +205,13 @@ def _measured_order(request: SelectionRequest, candidates: Sequence[Row], order:
                   and any(c.name == m.backend for c in candidates)]
         if faster:
             m = min(faster, key=lambda m: m.us)
+            row = next(c for c in candidates if c.name == m.backend)
+            pin = "" if row.auto else f" --moe-backend {row.name.lower()}"
             lines.append(f"{m.backend} would be {best.us / m.us:.2f}x faster at M = {m.tokens} "
                          f"with {canonical_name(m.activation)} activations, rel. error "
                          f"{m.rel_error:.1e} vs {best.rel_error:.1e} (ask for them with "
-                         f"--quantization-config.moe.activation {canonical_name(m.activation)})")
+                         f"--quantization-config.moe.activation {canonical_name(m.activation)}"
+                         f"{pin})")
     return ranked, tuple(lines)
 
 

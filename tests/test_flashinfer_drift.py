@@ -36,8 +36,8 @@ torch = pytest.importorskip("torch")
 
 import flashinfer.utils as fi_utils  # noqa: E402
 
-from oracle.keys import (QuantKey, canonical_name, kFp8StaticTensorSym,  # noqa: E402
-                         kMxfp4Dynamic, kMxfp4Static, kMxfp8Dynamic)
+from oracle.keys import (QuantKey, canonical_name, kFp8DynamicTokenSym,  # noqa: E402
+                         kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static, kMxfp8Dynamic)
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX, Matrix, Row, parse_matrix  # noqa: E402
 
 PINNED_VERSION = "0.7.2.post1"
@@ -48,6 +48,9 @@ ACTIVATION_FORMATS: dict[QuantKey | None, Any] = {
     None: QF.BF16,
     kMxfp8Dynamic: QF.MXFP8,
     kFp8StaticTensorSym: QF.FP8PerTensor,
+    # FlashInfer's CutlassHumming runner is labelled FP8PerTensor; its kernel quantizes
+    # activations per token (measured on an H200), which is what the matrix row says.
+    kFp8DynamicTokenSym: QF.FP8PerTensor,
     kMxfp4Dynamic: QF.MXFP4,
 }
 #: Our weight keys ↔ FlashInfer QuantFormat.

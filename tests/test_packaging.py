@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: What a loader needs at model init: the packages, the matrix TOML and the model JSONs.
 WHEEL_PACKAGES = {"oracle": "oracle", "oracle/models": "oracle/models", "oracle/matrix": "matrix",
                   "oracle/kernels": "kernels", "oracle/kernels/jit": "kernels/jit"}
+#: Data-only folders inside a package (package data, no modules).
+WHEEL_DATA = {"oracle/matrix/profiles": "matrix/profiles"}
 WHEEL_SUFFIXES = {".py", ".toml", ".json"}
 
 
@@ -27,7 +29,8 @@ def check_wheel_contents(names: list[str]) -> None:
     assert not [n for n in names if "tools/" in n or n.startswith(("tests/", "benchmarks/", "docs/"))]
     for n in payload:
         path = PurePosixPath(n)
-        assert str(path.parent) in WHEEL_PACKAGES, n
+        assert str(path.parent) in WHEEL_PACKAGES or (
+            str(path.parent) in WHEEL_DATA and path.suffix == ".toml"), n
         assert path.suffix in WHEEL_SUFFIXES, n
     # every shipped module is one of the repo's package modules (and all of them are shipped)
     shipped = {n for n in payload if n.endswith(".py")}
@@ -55,9 +58,11 @@ def test_packages_list_names_no_tool_package():
 
 def test_wheel_content_check_rejects_lab_files():
     good = sorted(f"{pkg}/{f.name}" for pkg, src in WHEEL_PACKAGES.items() for f in (ROOT / src).glob("*.py"))
-    good += ["oracle/matrix/mxfp4_moe.toml", "mxfp4_oracle-0.1.0.dist-info/RECORD"]
+    good += ["oracle/matrix/mxfp4_moe.toml", "oracle/matrix/vllm.toml",
+             "oracle/matrix/profiles/h200-sm90.toml", "mxfp4_oracle-0.1.0.dist-info/RECORD"]
     check_wheel_contents(good)
     for extra in ("oracle/kernels/tools/device_check.py", "tools/jit_research.py", "oracle/kernels/notes.md",
+                  "oracle/matrix/profiles/helper.py",
                   "benchmarks/kernel_bench.py", "oracle/kernels/jit/probe.py"):
         with pytest.raises(AssertionError):
             check_wheel_contents(good + [extra])

@@ -294,3 +294,17 @@ def test_online_mxfp4_reaches_the_oracle_from_capability_75():
         with pytest.raises(ConfigError):
             select_for_model(cfg, device="sm70", quantization="mxfp4", policy=policy,
                              environment=env())
+
+
+def test_tensor_parallelism_pads_and_gates_the_per_rank_intermediate_size():
+    # gpt-oss-120b at TP 8: 2880 // 8 = 360 per rank (vLLM pads that, not the whole layer).
+    layer = LayerSpec(hidden_size=2880, intermediate_size=2880, num_experts=128, top_k=4,
+                      activation_fn="swiglu_oai", has_bias=True, tp_size=8)
+    for policy in ("strict", "vllm-0.33"):
+        sel = select(req("sm90", policy, "marlin", layer=layer))
+        assert sel.padded == (3072, 384)
+        assert any("360 -> 384" in n for n in sel.notes)
+    # EMULATION does not pad in strict: 360 is not a multiple of 32 (vLLM pads it to 384).
+    err = refusal(req("sm90", "strict", "emulation", layer=layer))
+    assert reasons(err) == {"EMULATION": Reason.SHAPE_UNALIGNED}
+    assert select(req("sm90", "vllm-0.33", "emulation", layer=layer)).padded == (2880, 384)

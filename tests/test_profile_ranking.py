@@ -142,3 +142,34 @@ def test_bundled_profile_loads_when_shipped():
         pytest.skip("no bundled profile yet")
     p = load_profile("bundled")
     assert p.arch == "sm90" and p.measurements
+
+
+def test_the_bundled_h200_profile_changes_a_decision_where_it_measured_a_difference():
+    prof = load_profile("bundled")
+    env = Environment.assume_all()
+
+    def pick(tokens, rank="measured"):
+        return select(SelectionRequest(device=Device.parse("sm90"), environment=env,
+                                       layer=GPT_OSS, rank=rank,
+                                       profile=prof if rank == "measured" else None,
+                                       batch_tokens=tokens if rank == "measured" else None))
+
+    table = pick(None, "table").backend
+    measured = {m: pick(m).backend for m in (1, 16, 256, 4096)}
+    assert table == "TRITON"  # first in the table; not measured (not on PyPI)
+    for m, backend in measured.items():
+        bf16 = [x for x in prof.measurements if x.tokens == m and x.experts == 32
+                and x.activation is None and x.backend != "EMULATION"]
+        assert backend == min(bf16, key=lambda x: x.us).backend, m  # the fastest measured BF16
+    sel = pick(16)
+    hint = next(n for n in sel.notes if "would be" in n)
+    assert "--moe-backend flashinfer_cutlass_mxfp4_fp8_humming" in hint  # a pin-only row
+
+
+def test_tune_refuses_without_a_cuda_gpu(capsys, monkeypatch):
+    import oracle.probe as probe
+    monkeypatch.setattr(probe, "detect_device", lambda *a, **k: Device.parse("cpu"))
+    assert main(["tune", "--out", "p.toml"]) == 2
+    assert "CUDA GPU" in capsys.readouterr().err
+    assert main(["tune", "--out", "p.toml", "--tokens", "1,x"]) == 2
+    assert main(["tune"]) == 2  # --out is required

@@ -7,7 +7,8 @@ import pytest
 from oracle import (BF16, ActivationConflict, ConfigError, Device, Environment, LayerSpec,
                     NoEligibleBackend, OracleError, Reason, Selection, SelectionRequest,
                     UnknownBackend, explain, select)
-from oracle.keys import kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static, kMxfp8Dynamic
+from oracle.keys import (kFp8DynamicTokenSym, kFp8StaticTensorSym, kMxfp4Dynamic, kMxfp4Static,
+                         kMxfp8Dynamic)
 from oracle.matrix import MATRIX
 from oracle.selector import resolve_activation, resolve_backend_name
 
@@ -247,13 +248,13 @@ def test_sm110_triton_is_known_bad():
 
 
 def test_library_version_gate():
-    err = no_eligible(req("sm90", "flashinfer_cutlass_humming", activation=kFp8StaticTensorSym,
+    err = no_eligible(req("sm90", "flashinfer_cutlass_humming", activation=kFp8DynamicTokenSym,
                           environment=Environment.parse("flashinfer=0.6.0")))
     assert rejected_reasons(err) == {"FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING": Reason.LIBRARY_VERSION}
 
 
 def test_library_version_gate_passes_new_enough():
-    sel = select(req("sm90", "flashinfer_cutlass_humming", activation=kFp8StaticTensorSym,
+    sel = select(req("sm90", "flashinfer_cutlass_humming", activation=kFp8DynamicTokenSym,
                      environment=Environment.parse("flashinfer=0.7.2")))
     assert sel.backend == "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING"
 

@@ -205,6 +205,9 @@ def compiled_everything(build: Any) -> bool:
     """
     get = build.get if isinstance(build, dict) else (lambda k, d=None: getattr(build, k, d))
     compiled, objects = get("compiled_now"), get("object_count")
+    if compiled is None:  # records without the count: every compile edge plus the link ran
+        built = get("built_now")
+        compiled = None if built is None else built - 1
     if compiled is None or objects is None:
         return False
     return compiled >= objects > 0

@@ -51,6 +51,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 import types
 
 # ----------------------------------------------------------------------------
@@ -753,14 +754,23 @@ def _probe_classes(ns, job: dict) -> dict:
     layer = job["layer"]
     members = [m for m in {m.value: m for m in oracle.Mxfp4MoeBackend}.values()
                if m.name != "NONE"]
-    out: dict = {"padding": {}, "layers": {}}
+    out: dict = {"padding": {}, "padding_per_rank": {}, "layers": {}}
+    pad = oracle.mxfp4_round_up_hidden_size_and_intermediate_size
     for m in members:
         try:
-            h, i = oracle.mxfp4_round_up_hidden_size_and_intermediate_size(
-                m, layer["hidden_size"], layer["intermediate_size"])
+            h, i = pad(m, layer["hidden_size"], layer["intermediate_size"])
             out["padding"][m.name] = [int(h), int(i)]
         except Exception as e:  # noqa: BLE001 - vLLM's answer
             out["padding"][m.name] = f"{type(e).__name__}: {e}"
+        # Under tensor parallelism the quant method pads the per-rank intermediate size
+        # (quantization/mxfp4.py maybe_roundup_sizes; FusedMoEConfig: intermediate // tp).
+        for tp in (2, 4, 8):
+            try:
+                h, i = pad(m, layer["hidden_size"], layer["intermediate_size"] // tp)
+                got: Any = [int(h), int(i)]
+            except Exception as e:  # noqa: BLE001
+                got = f"{type(e).__name__}: {e}"
+            out["padding_per_rank"].setdefault(str(tp), {})[m.name] = got
     for name, probe_layer in job["probe_layers"].items():
         out["layers"][name] = _probe_layer(ns, members, probe_layer, job["probe_library_sets"])
     return out

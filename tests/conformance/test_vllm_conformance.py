@@ -21,7 +21,7 @@ from compare import compare, default_key, summarize, table_lines
 from conftest import REPORT
 from divergences import DIVERGENCES, classify
 
-from oracle import Device, Environment, SelectionRequest
+from oracle import Device, Environment, LayerSpec, SelectionRequest, select
 from oracle.keys import constant_name
 from oracle.matrix import MATRIX, RELEASES
 from oracle.vllm_rules import _verdict
@@ -103,6 +103,7 @@ def test_variant_facts_equal_what_vllms_experts_classes_answer(vllm_class_probe,
 
 @pytest.mark.parametrize("version", sorted(RELEASES))
 def test_padding_equals_vllms_round_up_for_every_variant(vllm_class_probe, version):
+    """The whole layer (TP 1) and the per-rank intermediate size under TP 2, 4, 8."""
     release = RELEASES[version]
     for arch, per_arch in vllm_class_probe[version].items():
         platform = Device.parse(arch).platform
@@ -110,6 +111,22 @@ def test_padding_equals_vllms_round_up_for_every_variant(vllm_class_probe, versi
             h, i = variant.alignment(platform)
             ours = [-(-2880 // h) * h, -(-2880 // i) * i]
             assert per_arch["padding"][name] == ours, (version, arch, name)
+            for tp, by_name in per_arch["padding_per_rank"].items():
+                rank = 2880 // int(tp)
+                assert by_name[name] == [-(-2880 // h) * h, -(-rank // i) * i], (
+                    version, arch, name, tp)
+
+
+@pytest.mark.parametrize("version", sorted(RELEASES))
+def test_the_vllm_policy_pads_the_per_rank_intermediate_size(version):
+    from compare import gpt_oss_layer
+    policy = next(p for p, v in POLICIES.items() if v == version)
+    layer = gpt_oss_layer(H.GPT_OSS_20B_LAYER)
+    for tp in (1, 2, 8):
+        req = SelectionRequest(device=Device.parse("sm90"), moe_backend="marlin",
+                               environment=Environment.assume_all(), policy=policy,
+                               layer=LayerSpec(**{**layer.to_dict(), "tp_size": tp}))
+        assert select(req).padded == (3072, -(-(2880 // tp) // 128) * 128)
 
 
 def test_quant_method_minimum_capability_is_vllms(vllm_table):

