@@ -78,6 +78,9 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="strict",
                    help="strict (default): the project's rules; vllm-0.33 | vllm-0.22: what "
                         "that vLLM release would run")
+    p.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", default=None,
+                   help="vLLM's tensor-parallel size: gates and padding apply to the per-rank "
+                        "intermediate size (intermediate // tp)")
     p.add_argument("--rank", default="table",
                    help="table (default): the matrix's order; measured: within one activation "
                         "tier, the fastest in --profile at --batch-tokens")
@@ -170,6 +173,10 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any, flag: str,
 def parse_argv(argv: Sequence[str]) -> CliArgs:
     """argv → CliArgs; every malformed input is a ConfigError (never SystemExit, except --help)."""
     argv = [str(a) for a in argv]
+    if argv[:1] == ["diff"] and "--against" in argv and "--" not in argv:
+        # `diff A --against B` (the documented form) is `diff A -- B`.
+        i = argv.index("--against")
+        argv = [*argv[:i], "--", *argv[i + 1:]]
     if argv[:1] == ["diff"] and "--" in argv:
         return _parse_diff(argv)
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
@@ -507,7 +514,15 @@ def _rank_args(o: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError("--batch-tokens", "a positive integer", shown(o.batch_tokens)[:40],
                               "--batch-tokens 16")
         tokens = int(text)
-    return {"rank": o.rank, "profile": profile, "batch_tokens": tokens}
+    tp = None
+    if o.tensor_parallel_size is not None:
+        text = str(o.tensor_parallel_size).strip()
+        if not (text.isascii() and text.isdigit() and 0 < len(text) <= 6 and int(text) > 0):
+            raise ConfigError("--tensor-parallel-size", "a positive integer",
+                              shown(o.tensor_parallel_size)[:40], "--tensor-parallel-size 8")
+        tp = int(text)
+    return {"rank": o.rank, "profile": profile, "batch_tokens": tokens,
+            "tensor_parallel_size": tp}
 
 
 def _cmd_select(args: CliArgs, out: Any) -> int:
@@ -526,8 +541,9 @@ def _cmd_select(args: CliArgs, out: Any) -> int:
 
 
 def _explain_text(label: str, request: Any, verdicts: list[Any]) -> str:
+    policy = "" if request.policy == "strict" else f", policy {request.policy}"
     lines = _wrap(f"model {label}, device {request.device.name}, moe_backend "
-                  f"{request.moe_backend}, libraries {request.environment.describe()}")
+                  f"{request.moe_backend}, libraries {request.environment.describe()}{policy}")
     lines += _columns([[str(v.position), v.backend, v.activation, v.verdict,
                         v.reason.value if v.reason else ""] for v in verdicts],
                       ["#", "backend", "activation", "verdict", "reason"])

@@ -289,10 +289,13 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
                   quantization_config: Any = None, environment: Environment | None = None,
                   allow_activation_fallback: bool = False, policy: str = "strict",
                   rank: str = "table", profile: Any = None, batch_tokens: int | None = None,
+                  tensor_parallel_size: int | None = None,
                   ) -> tuple[SelectionRequest, str, CheckpointQuant, QuantizationConfigArgs]:
     """Everything but the decision: (request, model label, checkpoint facts, merged config)."""
     label, cfg = load_model_config(model)
     layer = layer_from_config(cfg, label)
+    if tensor_parallel_size is not None:  # each rank holds intermediate // tp
+        layer = LayerSpec(**{**layer.to_dict(), "tp_size": tensor_parallel_size})
     ckpt = checkpoint_quant(cfg, label)
     qargs = resolve_quantization_config(quantization, quantization_config)
     user_weight = qargs.moe_weight
@@ -345,7 +348,8 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
                      quantization_config: Any = None, environment: Environment | None = None,
                      allow_activation_fallback: bool = False,
                      policy: str = "strict", rank: str = "table", profile: Any = None,
-                     batch_tokens: int | None = None) -> ModelSelection:
+                     batch_tokens: int | None = None,
+                     tensor_parallel_size: int | None = None) -> ModelSelection:
     """Select the MoE backend for ``model`` (bundled name, folder, config.json path or dict).
 
     ``device`` / ``environment`` left as ``None`` are probed from this machine
@@ -356,7 +360,7 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
         model, device=device, moe_backend=moe_backend, quantization=quantization,
         quantization_config=quantization_config, environment=environment,
         allow_activation_fallback=allow_activation_fallback, policy=policy, rank=rank,
-        profile=profile, batch_tokens=batch_tokens)
+        profile=profile, batch_tokens=batch_tokens, tensor_parallel_size=tensor_parallel_size)
     _check_min_capability(request, ckpt)
     selection = select(request)
     unquantized = tuple(dict.fromkeys((*ckpt.modules_to_not_convert, *qargs.ignore)))

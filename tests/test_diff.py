@@ -356,3 +356,12 @@ def test_cli_parse_keeps_both_sides():
     assert args.command == "diff" and args.against is not None
     assert (args.options.device, args.options.moe_backend) == ("sm90", "marlin")
     assert (args.against.options.device, args.against.options.moe_backend) == ("sm100", "marlin")
+
+
+def test_against_is_the_documented_separator(capsys):
+    from oracle.cli import main
+    assert main(["diff", "--device", "sm103", "--libraries", "all", "--against",
+                 "--policy", "vllm-0.33", "--json"]) == 0
+    import json
+    data = json.loads(capsys.readouterr().out)
+    assert data["winner_changed"] and data["changed_inputs"]["policy"]["after"] == "vllm-0.33"

@@ -308,3 +308,16 @@ def test_tensor_parallelism_pads_and_gates_the_per_rank_intermediate_size():
     err = refusal(req("sm90", "strict", "emulation", layer=layer))
     assert reasons(err) == {"EMULATION": Reason.SHAPE_UNALIGNED}
     assert select(req("sm90", "vllm-0.33", "emulation", layer=layer)).padded == (2880, 384)
+
+
+def test_cli_tensor_parallel_size_is_vllms_flag(capsys):
+    import json
+
+    from oracle.cli import main
+    for flag in ("--tensor-parallel-size", "-tp"):
+        assert main(["select", "--model", "gpt-oss-120b", "--device", "sm90", "--libraries",
+                     "all", "--moe-backend", "marlin", flag, "8", "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert data["padded"] == [3072, 384] and data["request"]["layer"]["tp_size"] == 8
+    assert main(["select", "-tp", "0"]) == 2
+    assert "--tensor-parallel-size" in capsys.readouterr().err

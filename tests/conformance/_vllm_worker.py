@@ -40,6 +40,7 @@ The output file is JSON: ``{"ok": true, "results": [...], "meta": {...}}`` or
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.abc
@@ -568,7 +569,7 @@ def _setup(job: dict):
     return ns
 
 
-def _make_moe_config(ns, layer: dict, moe_backend: str):
+def _make_moe_config(ns, layer: dict, moe_backend: str, tp: int = 1):
     """A real FusedMoEConfig for the layer, with the arguments vLLM's FusedMoE
     layer passes (vllm/model_executor/layers/fused_moe/layer.py: 0.33 builds it
     in its factory with ``intermediate_size``; 0.22 in FusedMoE.__init__ with
@@ -576,7 +577,6 @@ def _make_moe_config(ns, layer: dict, moe_backend: str):
     the version's dataclass declares are passed."""
     torch = ns.torch
     fields = getattr(ns.FusedMoEConfig, "__dataclass_fields__", {})
-    tp = 1
     activation = ns.MoEActivation.from_str(layer["activation"])
     kwargs = {
         "num_experts": layer["num_experts"],
@@ -590,7 +590,10 @@ def _make_moe_config(ns, layer: dict, moe_backend: str):
             scoring_func=layer["scoring_func"], top_k=layer["top_k"],
             renormalize=layer["renormalize"], num_expert_group=None,
             has_e_score_bias=False),
-        "moe_parallel_config": ns.FusedMoEParallelConfig.make_no_parallel(),
+        # Tensor parallelism alone: vLLM's no-parallel config with tp_size set (EP off,
+        # DP 1); the layer holds intermediate // tp per rank.
+        "moe_parallel_config": dataclasses.replace(
+            ns.FusedMoEParallelConfig.make_no_parallel(), tp_size=tp),
         "in_dtype": getattr(torch, layer["dtype"]),
         "moe_backend": moe_backend,
         "has_bias": layer["has_bias"],
@@ -653,13 +656,15 @@ def _run_case(ns, case: dict, layer: dict) -> dict:
         ckpt = case.get("checkpoint_activation")
         ckpt_key = None if ckpt is None else getattr(ns.quant_utils, ckpt)
         phase = "moe_config"
-        moe = _make_moe_config(ns, layer, case["moe_backend"])
+        tp = int(case.get("tp", 1))
+        moe = _make_moe_config(ns, layer, case["moe_backend"], tp)
         phase = "select"
         with ns.set_current_vllm_config(_StandInVllmConfig(qargs)):
             backend, experts_cls = ns.oracle.select_mxfp4_moe_backend(moe, activation_key=ckpt_key)
             phase = "padding"
             pad_fn = ns.oracle.mxfp4_round_up_hidden_size_and_intermediate_size
-            padded = pad_fn(backend, layer["hidden_size"], layer["intermediate_size"])
+            # as the quant method calls it: with the per-rank intermediate size
+            padded = pad_fn(backend, layer["hidden_size"], layer["intermediate_size"] // tp)
         out["backend"] = backend.name
         out["experts_cls"] = None if experts_cls is None else experts_cls.__name__
         out["activation_key"] = _qkey_name(ns, ns.oracle._backend_activation_key(backend))

@@ -56,6 +56,9 @@ def request_for(case: Any, policy: str, layer: LayerSpec) -> SelectionRequest:
     from vllm_harness import LIBRARY_SETS
     libs = [LIBRARY_NAMES[name] for name in sorted(LIBRARY_SETS[c["libraries"]])]
     env = Environment({name: None for name in (*libs, *ALWAYS_PRESENT)})
+    tp = c.get("tp", 1)
+    if tp != 1:
+        layer = LayerSpec(**{**layer.to_dict(), "tp_size": tp})
     return SelectionRequest(
         activation=c["override"], checkpoint_activation=c["checkpoint_activation"],
         moe_backend=c["moe_backend"], device=Device.parse(c["arch"]), environment=env,
@@ -183,7 +186,7 @@ def summarize(rows: Iterable[tuple[Any, Outcome, Outcome, bool]],
 
 def default_key(case: Any, theirs: Outcome, ours: Outcome) -> str:
     return (f"{case.arch} {case.moe_backend} ovr={case.override} ckpt={case.checkpoint_activation} "
-            f"libs={case.libraries}: vllm {theirs.short()} ({theirs.detail[:60]}) / "
+            f"libs={case.libraries} tp={case.tp}: vllm {theirs.short()} ({theirs.detail[:60]}) / "
             f"ours {ours.short()} ({ours.detail[:80]})")
 
 

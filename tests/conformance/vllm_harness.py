@@ -71,6 +71,12 @@ LIBRARY_SETS: dict[str, frozenset[str]] = {
     "no-triton_kernels": frozenset(LIBRARIES) - {"triton_kernels"},
 }
 
+#: The tensor-parallel part of the grid.
+TP_ARCHS: tuple[str, ...] = ("sm90", "sm100", "sm103", "sm120", "gfx942", "gfx950")
+TP_BACKENDS: tuple[str, ...] = ("auto", "flashinfer_trtllm", "flashinfer_cutlass", "triton",
+                                "marlin", "humming", "aiter", "emulation")
+TP_SIZES: tuple[int, ...] = (2, 8)
+
 #: Library sets the per-variant probe asks about: all, and each library alone
 #: removed (so every library a variant's classes consult shows up).
 PROBE_LIBRARY_SETS: dict[str, frozenset[str]] = {
@@ -161,6 +167,7 @@ class Case:
     override: str | None = None
     checkpoint_activation: str | None = None
     libraries: str = "all"  # a LIBRARY_SETS key
+    tp: int = 1  # tensor-parallel size (EP off, DP 1)
 
     def job_entry(self, idx: int) -> dict:
         return {
@@ -169,6 +176,7 @@ class Case:
             "override": self.override,
             "checkpoint_activation": self.checkpoint_activation,
             "libraries": sorted(LIBRARY_SETS[self.libraries]),
+            "tp": self.tp,
         }
 
 
@@ -419,8 +427,14 @@ def grid(versions: Sequence[str] = VERSIONS, archs: Iterable[str] = ARCHS) -> li
             if n not in names:
                 names.append(n)
     backends = ["auto", *names, UNKNOWN_BACKEND]
-    return [Case(a, b, o, c, lib) for a, b, o, c, lib in itertools.product(
+    archs = list(archs)
+    cases = [Case(a, b, o, c, lib) for a, b, o, c, lib in itertools.product(
         archs, backends, OVERRIDES, CHECKPOINT_ACTIVATIONS, LIBRARY_SETS)]
+    # Tensor parallelism: the per-rank intermediate size (1440 at TP 2, 360 at TP 8) on the
+    # main archs and backends.
+    cases += [Case(a, b, o, None, "all", tp) for a, b, o, tp in itertools.product(
+        [a for a in TP_ARCHS if a in archs], TP_BACKENDS, (None, "mxfp8"), TP_SIZES)]
+    return cases
 
 
 # --------------------------------------------------------------------------
