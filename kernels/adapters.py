@@ -209,6 +209,23 @@ def _check_arch(backend: str, device: torch.device, archs: Iterable[int],
                       refused=refused)
 
 
+def check_hidden_states(hidden_states: Any, hidden_size: int, device: Any,
+                        widths: tuple[int, ...] | None = None) -> torch.Tensor:
+    """A 2-D, contiguous bf16 [M, hidden] tensor on ``device`` (``widths``: the accepted
+    last dimensions, default ``hidden_size``), else a KernelInputError naming what is off."""
+    x = _is_tensor("hidden_states", hidden_states)
+    if x.dim() != 2 or x.shape[1] not in (widths or (hidden_size,)):
+        raise KernelInputError("hidden_states", f"a 2-D [M, {hidden_size}] tensor", tuple(x.shape))
+    if x.dtype != torch.bfloat16:
+        raise KernelInputError("hidden_states", "bfloat16", x.dtype, "hidden_states.to(torch.bfloat16)")
+    if x.device != device:
+        raise KernelInputError("hidden_states", f"on {device}", x.device)
+    if not x.is_contiguous():
+        raise KernelInputError("hidden_states", "contiguous (row-major)", f"strides {tuple(x.stride())}",
+                               "hidden_states.contiguous()")
+    return x
+
+
 def _check_routing(hidden_states: torch.Tensor, topk_ids: Any, topk_weights: Any, *,
                    device: torch.device, num_experts: int) -> int:
     m = hidden_states.shape[0]
@@ -963,16 +980,8 @@ class _Sm100Adapter(_RowAdapter):
         if not isinstance(prepared, PreparedFlashInferView) or prepared.backend != self.backend:
             raise KernelInputError("prepared", f"the result of {type(self).__name__}.prepare",
                                    type(prepared).__name__)
-        x = _is_tensor("hidden_states", hidden_states)
-        if x.dim() != 2 or x.shape[1] not in (prepared.hidden_size, prepared.hidden_pad):
-            raise KernelInputError("hidden_states", f"a 2-D [M, {prepared.hidden_size}] tensor", tuple(x.shape))
-        if x.dtype != torch.bfloat16:
-            raise KernelInputError("hidden_states", "bfloat16", x.dtype, "hidden_states.to(torch.bfloat16)")
-        if x.device != prepared.device:
-            raise KernelInputError("hidden_states", f"on {prepared.device}", x.device)
-        if not x.is_contiguous():
-            raise KernelInputError("hidden_states", "contiguous (row-major)", f"strides {tuple(x.stride())}",
-                                   "hidden_states.contiguous()")
+        x = check_hidden_states(hidden_states, prepared.hidden_size, prepared.device,
+                                widths=(prepared.hidden_size, prepared.hidden_pad))
         k = _check_routing(x, topk_ids, topk_weights, device=prepared.device, num_experts=prepared.num_experts)
         if self.check_finite or self.check_expert_ids:
             _check_values(x, topk_ids, topk_weights, prepared.num_experts, finite=self.check_finite,

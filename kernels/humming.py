@@ -51,8 +51,8 @@ from .adapters import (
     PreparedMoE,
     _check_routing,
     _check_values,
-    _is_tensor,
     _RowAdapter,
+    check_hidden_states,
     round_up,
 )
 from .checkpoint import MoEWeights
@@ -303,16 +303,7 @@ class HummingAdapter(_RowAdapter):
     def check_run_inputs(self, prepared: Any, hidden_states: Any, topk_ids: Any, topk_weights: Any) -> tuple[int, int]:
         if not isinstance(prepared, PreparedHumming):
             raise KernelInputError("prepared", "the result of HummingAdapter.prepare", type(prepared).__name__)
-        x = _is_tensor("hidden_states", hidden_states)
-        if x.dim() != 2 or x.shape[1] != prepared.hidden_size:
-            raise KernelInputError("hidden_states", f"a 2-D [M, {prepared.hidden_size}] tensor", tuple(x.shape))
-        if x.dtype != torch.bfloat16:
-            raise KernelInputError("hidden_states", "bfloat16", x.dtype, "hidden_states.to(torch.bfloat16)")
-        if x.device != prepared.device:
-            raise KernelInputError("hidden_states", f"on {prepared.device}", x.device)
-        if not x.is_contiguous():
-            raise KernelInputError("hidden_states", "contiguous (row-major)", f"strides {tuple(x.stride())}",
-                                   "hidden_states.contiguous()")
+        x = check_hidden_states(hidden_states, prepared.hidden_size, prepared.device)
         if x.shape[0] > self.max_num_tokens:
             raise KernelInputError("hidden_states", f"at most max_num_tokens={self.max_num_tokens} rows",
                                    x.shape[0], "build the adapter with a larger max_num_tokens")

@@ -43,8 +43,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from oracle.keys import constant_name
+from oracle.profile import Measurement  # the profile row: one definition, read and written
+
 __all__ = ["OVERRIDES", "default_backends", "parse_label", "Measurement", "render_profile", "median", "rotation_count", "iterations_for",
-           "canonical_arch", "run", "main"]
+           "canonical_arch", "time_graph_ms", "run", "main"]
 
 #: Activation overrides measured besides each row's own key: (row, QuantKey constant name) --
 #: keys the row says its kernel quantizes to itself (``requested_activations``).
@@ -68,23 +71,6 @@ def default_backends() -> tuple[str, ...]:
 DEFAULT_EXPERTS = (32, 128)
 DEFAULT_TOKENS = (1, 4, 16, 64, 256, 1024, 4096)
 GPT_OSS = {"hidden": 2880, "intermediate": 2880, "top_k": 4}
-
-
-@dataclass
-class Measurement:
-    """One profile row (see the module docstring); ``graph_us`` None = graphs failed."""
-
-    backend: str
-    activation: str
-    experts: int
-    hidden: int
-    intermediate: int
-    top_k: int
-    tokens: int
-    eager_us: float
-    rel_error: float
-    graph_us: float | None = None
-    build_s: float | None = None
 
 
 @dataclass
@@ -158,7 +144,7 @@ def render_profile(header: Header, rows: Sequence[Measurement]) -> str:
         if not isinstance(r.rel_error, (int, float)) or not math.isfinite(r.rel_error):
             raise ValueError(f"{r.backend} M={r.tokens}: rel_error {r.rel_error!r} is not finite")
         out += ["", "[[measurement]]", f"backend = {_toml_str(r.backend)}",
-                f"activation = {_toml_str(r.activation)}"]
+                f"activation = {_toml_str(constant_name(r.activation))}"]
         out += [f"{k} = {int(getattr(r, k))}" for k in ("experts", "hidden", "intermediate", "top_k", "tokens")]
         if r.graph_us is not None:
             out.append(f"graph_us = {_toml_num(r.graph_us)}")
@@ -222,7 +208,7 @@ def _time_eager(fn: Callable[[Any], Any], sets: Sequence[Any], iters: int, cuda:
     return median(a.elapsed_time(b) for a, b in ev)
 
 
-def _time_graph(fn: Callable[[Any], Any], sets: Sequence[Any], iters: int) -> float:
+def time_graph_ms(fn: Callable[[Any], Any], sets: Sequence[Any], iters: int) -> float:
     """Median ms per replay of one CUDA graph per input set (raises when capture fails)."""
     import torch
 
@@ -313,9 +299,8 @@ def _layer_for(row_name: str, e: int, geo: dict[str, int] | None = None):
     return layer, bias
 
 
-def _ran_key(row_name: str, requested: str | None, module: Any) -> str:
-    """The QuantKey constant name the kernel ran with ("None" = bf16)."""
-    from oracle.keys import KEY_CONSTANTS
+def _ran_key(row_name: str, requested: str | None, module: Any) -> Any:
+    """The QuantKey the kernel ran with (None = bf16)."""
     from oracle.matrix import MATRIX
 
     adapter = getattr(module, "adapter", None)
@@ -324,15 +309,13 @@ def _ran_key(row_name: str, requested: str | None, module: Any) -> str:
         ran = getattr(adapter, "activation_key", None) if adapter is not None else None
     if ran is None and row_name != "EMULATION":
         ran = _key(requested) if requested else MATRIX.by_name[row_name].activation
-    if ran is None:
-        return "None"
-    return next(name for name, key in KEY_CONSTANTS.items() if key == ran)
+    return ran
 
 
-def _act_quant_of(key_name: str) -> str | None:
+def _act_quant_of(key: Any) -> str | None:
     from .moe import EMULATED_ACTIVATIONS
 
-    return None if key_name == "None" else EMULATED_ACTIVATIONS[_key(key_name)]
+    return None if key is None else EMULATED_ACTIVATIONS[key]
 
 
 def _sm90_flashinfer() -> set[str]:
@@ -446,7 +429,8 @@ def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEF
                     build_s[label] = float(fi_build_s or 0.0) + t_build
                 else:
                     build_s[label] = t_build + (t_warm if hasattr(adapter, "warmup") else 0.0)
-            _log(f"{label} E={e}: built in {t_build:.1f}s, warm-up/tune {t_warm:.1f}s (ran {ran})")
+            _log(f"{label} E={e}: built in {t_build:.1f}s, warm-up/tune {t_warm:.1f}s "
+                 f"(ran {constant_name(ran)})")
             act_quant = _act_quant_of(ran)
             for m in tokens:
                 g = torch.Generator(device=device).manual_seed(seed * 7919 + e * 131 + m)
@@ -474,7 +458,7 @@ def run(*, experts: Sequence[int] = DEFAULT_EXPERTS, tokens: Sequence[int] = DEF
                     graph = None
                     if row_name != "EMULATION" and cuda:  # EMULATION syncs per call: not capturable by design
                         try:
-                            graph = _time_graph(fn, sets, iters) * 1e3
+                            graph = time_graph_ms(fn, sets, iters) * 1e3
                         except Exception as ex:
                             _log(f"{label} E={e} M={m}: graph capture failed: {type(ex).__name__}: {str(ex)[:200]}")
                             sync()

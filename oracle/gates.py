@@ -22,7 +22,7 @@ from oracle.keys import QuantKey, canonical_name
 from oracle.request import SelectionRequest
 
 __all__ = ["Reason", "GateInput", "GateVerdict", "Gate", "GATES", "GATE_ORDER", "ok", "no",
-           "run_gates"]
+           "run_gates", "round_up"]
 
 
 class Reason(str, Enum):
@@ -81,7 +81,8 @@ class GateInput:
     allow_bf16_fallback: bool  # strict, but a BF16 row may stand in (reported)
 
 
-def _round_up(x: int, m: int) -> int:
+def round_up(x: int, m: int) -> int:
+    """``x`` rounded up to a multiple of ``m`` (the padding every alignment means)."""
     return -(-x // m) * m
 
 
@@ -148,9 +149,7 @@ def _shape(row: Any, g: GateInput) -> GateVerdict:
         return _PASS
     notes = []
     hidden_align, intermediate_align = row.alignment(g.request.device.platform)
-    # Under tensor parallelism each rank holds intermediate // tp (vLLM pads that size).
-    per_rank = layer.intermediate_size // layer.tp_size \
-        if layer.intermediate_size is not None and layer.tp_size else layer.intermediate_size
+    per_rank = layer.per_rank_intermediate
     label_i = "intermediate" if not layer.tp_size or layer.tp_size == 1 else \
         f"per-rank intermediate (tp {layer.tp_size})"
     for label, size, align in (("hidden", layer.hidden_size, hidden_align),
@@ -164,7 +163,7 @@ def _shape(row: Any, g: GateInput) -> GateVerdict:
             if not row.pads:
                 return no(Reason.SHAPE_UNALIGNED, size,
                           f"{label} size must be a multiple of {align}, got {size}")
-            notes.append(f"pads {label} {size} -> {_round_up(size, align)}")
+            notes.append(f"pads {label} {size} -> {round_up(size, align)}")
     return ok("; ".join(notes))
 
 

@@ -203,6 +203,14 @@ class LayerSpec:
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if getattr(self, f.name) is not None}
 
+    @property
+    def per_rank_intermediate(self) -> int | None:
+        """``intermediate_size // tp_size``: what one tensor-parallel rank holds, and what
+        gates and padding apply to (as vLLM's round-up does)."""
+        if self.intermediate_size is None:
+            return None
+        return self.intermediate_size // (self.tp_size or 1)
+
 
 _INT_LIMIT: Final = 2**63  # every size an engine passes fits an int64; larger ones cannot print
 

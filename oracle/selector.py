@@ -34,7 +34,7 @@ from typing import Any
 
 from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, NoEligibleBackend,
                            OracleError, UnknownBackend)
-from oracle.gates import GateInput, GateVerdict, Reason, run_gates
+from oracle.gates import GateInput, GateVerdict, Reason, round_up, run_gates
 from oracle.keys import BF16, QuantKey, canonical_name
 from oracle.matrix import MATRIX, Matrix, Row
 from oracle.platforms import SCOPE_DEVICES, Device
@@ -110,12 +110,8 @@ def _padded(row: Row, request: SelectionRequest) -> tuple[int, int] | None:
     if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
         return None
     h, i = row.alignment(request.device.platform)
-    per_rank = layer.intermediate_size // (layer.tp_size or 1)
-    return _round_up(layer.hidden_size, h), _round_up(per_rank, i)
+    return round_up(layer.hidden_size, h), round_up(layer.per_rank_intermediate, i)
 
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
 
 
 def _evaluate_vllm(request: SelectionRequest, matrix: Matrix, strict: bool,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from oracle.errors import UnknownBackend
-from oracle.gates import GateVerdict, Reason, no, ok
+from oracle.gates import GateVerdict, Reason, no, ok, round_up
 from oracle.keys import QuantKey, canonical_name
 from oracle.matrix import POLICY_RELEASES, RELEASES, Matrix, Release, Row, Variant
 from oracle.platforms import arch_platform
@@ -57,9 +57,6 @@ class VllmOutcome:
     runs_with: QuantKey | None
     padded: tuple[int, int] | None
 
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
 
 
 # ------------------------------------------------------------------ the release's gates
@@ -178,12 +175,12 @@ def _pad_note(v: Variant, req: SelectionRequest) -> tuple[tuple[int, int] | None
     if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
         return None, ""
     h_align, i_align = v.alignment(req.device.platform)
-    tp = layer.tp_size or 1
-    hidden = _round_up(layer.hidden_size, h_align)
-    inter = _round_up(layer.intermediate_size // tp, i_align)
+    per_rank = layer.per_rank_intermediate
+    hidden = round_up(layer.hidden_size, h_align)
+    inter = round_up(per_rank, i_align)
     notes = [f"pads {label} {size} -> {padded}" for label, size, padded in (
         ("hidden", layer.hidden_size, hidden),
-        ("intermediate", layer.intermediate_size // tp, inter)) if padded != size]
+        ("intermediate", per_rank, inter)) if padded != size]
     return (hidden, inter), "; ".join(notes)
 
 

@@ -202,29 +202,8 @@ def time_graph(fn, sets, iters: int, key: str = "flashinfer") -> float | None:
     if not _GRAPHS_OK.get(key, True):
         return None
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for s in sets:
-                fn(s)
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        graphs = []
-        for s in sets:
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                fn(s)
-            graphs.append(g)
-        for g in graphs:
-            g.replay()
-        torch.cuda.synchronize()
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-        for i, (a, b) in enumerate(ev):
-            a.record()
-            graphs[i % len(graphs)].replay()
-            b.record()
-        torch.cuda.synchronize()
-        return statistics.median(a.elapsed_time(b) for a, b in ev)
+        from oracle.kernels.tune import time_graph_ms  # the one graph-timing loop
+        return time_graph_ms(fn, sets, iters)
     except Exception as e:
         _GRAPHS_OK[key] = False
         log(f"  graph capture failed, graphs disabled for {key}: {type(e).__name__}: {str(e)[:200]}")
@@ -1068,27 +1047,33 @@ def _copy_out() -> None:
         shutil.copy(j, Path(out) / "oracle_build.json")
 
 
-def mode_wait(args) -> int:
-    deadline = time.time() + args.deadline
+def follow(log_path: Path, done: Path, deadline_s: float, name: str, copy_out, poll_s: float) -> int:
+    """Stream a detached job's log until it is done or the deadline passes (then say so);
+    copy its results out either way.  Shared by the device jobs in tools/."""
+    deadline = time.time() + deadline_s
     pos = 0
     while True:
-        if LOG.exists():
-            with open(LOG) as f:
+        if log_path.exists():
+            with open(log_path) as f:
                 f.seek(pos)
                 chunk = f.read()
                 pos = f.tell()
             if chunk:
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
-        if DONE.exists():
-            _copy_out()
-            print(f"[device_check] job finished (rc {DONE.read_text().strip()})", flush=True)
+        if done.exists():
+            copy_out()
+            print(f"[{name}] job finished (rc {done.read_text().strip()})", flush=True)
             return 0
         if time.time() >= deadline:
-            _copy_out()
-            print("[device_check] still running; run `tools/device_check.py wait` again", flush=True)
+            copy_out()
+            print(f"[{name}] still running; run `tools/{name}.py wait` again", flush=True)
             return 0
-        time.sleep(5)
+        time.sleep(poll_s)
+
+
+def mode_wait(args) -> int:
+    return follow(LOG, DONE, args.deadline, "device_check", _copy_out, 5)
 
 
 def mode_start(args) -> int:

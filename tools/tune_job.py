@@ -206,26 +206,10 @@ def _copy_out() -> None:
 
 
 def mode_wait(args) -> int:
-    deadline = time.time() + args.deadline
-    pos = 0
-    while True:
-        if LOG.exists():
-            with open(LOG) as f:
-                f.seek(pos)
-                chunk = f.read()
-                pos = f.tell()
-            if chunk:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        if DONE.exists():
-            _copy_out()
-            print(f"[tune_job] job finished (rc {DONE.read_text().strip()})", flush=True)
-            return 0
-        if time.time() >= deadline:
-            _copy_out()
-            print("[tune_job] still running; run `tools/tune_job.py wait` again", flush=True)
-            return 0
-        time.sleep(3)
+    sys.path.insert(0, str(TOOLS))
+    import device_check as dc
+
+    return dc.follow(LOG, DONE, args.deadline, "tune_job", _copy_out, 3)
 
 
 def mode_start(args) -> int:

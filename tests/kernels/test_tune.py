@@ -12,15 +12,16 @@ torch = pytest.importorskip("torch")
 
 from oracle.errors import KernelInputError  # noqa: E402
 from oracle.kernels import tune  # noqa: E402
+from oracle.keys import kFp8DynamicTokenSym  # noqa: E402
 from oracle.kernels.checkpoint import MoEWeights, random_gpt_oss_layer  # noqa: E402
 from oracle.kernels.reference import GPT_OSS_SWIGLU, ActivationSpec  # noqa: E402
 
 
 def _rows():
-    return [tune.Measurement("FLASHINFER_CUTLASS_MXFP4_BF16", "None", 32, 2880, 2880, 4, 1, 80.123, 3.61e-3,
+    return [tune.Measurement("FLASHINFER_CUTLASS_MXFP4_BF16", None, 32, 2880, 2880, 4, 1, 80.123, 3.61e-3,
                              73.24, 134.04),
-            tune.Measurement("EMULATION", "None", 32, 2880, 2880, 4, 16, 12346.0, 3.5e-3, None, 0.05),
-            tune.Measurement("FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING", "kFp8DynamicTokenSym", 128, 2880, 2880, 4,
+            tune.Measurement("EMULATION", None, 32, 2880, 2880, 4, 16, 12346.0, 3.5e-3, None, 0.05),
+            tune.Measurement("FLASHINFER_CUTLASS_MXFP4_FP8_HUMMING", kFp8DynamicTokenSym, 128, 2880, 2880, 4,
                              4096, 611.0, 1.9e-2, 600.5, 101.5)]
 
 
