@@ -24,10 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -238,27 +235,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 # ----------------------------------------------------------------- parent side
 
 def _run_group(tmp_path: Path, world: int) -> list[dict]:
-    init_file = tmp_path / "rendezvous"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    procs = [subprocess.Popen([sys.executable, __file__, str(r), str(world), str(init_file), str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-             for r in range(world)]
-    deadline = time.monotonic() + TIMEOUT_S
-    logs = []
-    try:
-        for p in procs:
-            out, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            logs.append(out)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the expert-parallel group of {world} ranks did not finish within {TIMEOUT_S}s")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for r, p in enumerate(procs):
-        assert p.returncode == 0, f"rank {r} exited {p.returncode}:\n{logs[r]}"
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world)]
+    from gloo_ranks import run_ranks
+    return run_ranks(__file__, tmp_path, world, TIMEOUT_S, "the expert-parallel group")
 
 
 @pytest.fixture(scope="module")
