@@ -8,7 +8,8 @@ re-exported here, where most callers have always imported them from.
 
 from oracle.matrix.loader import (STATUSES, Adjustment, ArchStatus, Matrix, Row, load_matrix,
                                   parse_matrix)
-from oracle.matrix.releases import POLICY_RELEASES, Release, Variant, load_releases
+from oracle.matrix.releases import (POLICY_RELEASES, Checkpoint, ExpertsClass, Family, Release, Variant,
+                                    load_releases)
 from oracle.platforms import ARCHS_IN_SCOPE, arch_platform
 
 MATRIX: Matrix = load_matrix()
@@ -16,5 +17,5 @@ MATRIX: Matrix = load_matrix()
 RELEASES: dict[str, Release] = load_releases(rows=MATRIX.by_name)
 
 __all__ = ["ARCHS_IN_SCOPE", "MATRIX", "POLICY_RELEASES", "RELEASES", "STATUSES", "Adjustment",
-           "ArchStatus", "Matrix", "Release", "Row", "Variant", "arch_platform", "load_matrix",
+           "ArchStatus", "Checkpoint", "ExpertsClass", "Family", "Matrix", "Release", "Row", "Variant", "arch_platform", "load_matrix",
            "load_releases", "parse_matrix"]

@@ -441,31 +441,38 @@ def parse_matrix(doc: Mapping[str, Any]) -> Matrix:
 
 # ------------------------------------------------------------------ loading
 
-def _bundled_text() -> str:
-    """The table next to this module (through importlib.resources when not on disk)."""
+def bundled_text(table: str = _TABLE, label: str = "<table>") -> str:
+    """A table next to this package as text (through importlib.resources when not on
+    disk); bytes that are not UTF-8 are a MatrixError."""
     try:
-        with open(os.path.join(os.path.dirname(__file__), _TABLE), "rb") as fh:
+        with open(os.path.join(os.path.dirname(__file__), table), "rb") as fh:
             raw = fh.read()
     except OSError:  # e.g. imported from a zip
         from importlib import resources
-        raw = resources.files(__package__).joinpath(_TABLE).read_bytes()
+        raw = resources.files(__package__).joinpath(table).read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MatrixError("<table>", "toml", "UTF-8 text", str(exc)) from None
+        raise MatrixError(label, "toml", "UTF-8 text", str(exc)) from None
+
+
+def read_toml(text: str | None, table: str, label: str = "<table>") -> Any:
+    """``text`` (or the bundled ``table``) parsed as TOML; every way it can fail --
+    bytes that are not UTF-8, invalid TOML, a number Python cannot read -- a MatrixError."""
+    if text is None:
+        text = bundled_text(table, label)
+    if not isinstance(text, str):
+        _fail(label, "toml", "TOML text (a str)", type(text).__name__)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(label, "toml", "valid TOML", str(exc)) from None
+    except (ValueError, RecursionError) as exc:  # an integer past the int-string limit
+        raise MatrixError(label, "toml", "TOML with numbers Python can read",
+                          str(exc)[:_SHOWN]) from None
 
 
 def load_matrix(text: str | None = None) -> Matrix:
     """Parse and validate the bundled table (or ``text``, for tests that feed broken tables)."""
-    if text is None:
-        text = _bundled_text()
-    if not isinstance(text, str):
-        _fail("<table>", "toml", "TOML text (a str)", type(text).__name__)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MatrixError("<table>", "toml", "valid TOML", str(exc)) from None
-    except (ValueError, RecursionError) as exc:  # an integer past the int-string limit
-        raise MatrixError("<table>", "toml", "TOML with numbers Python can read",
-                          str(exc)[:_SHOWN]) from None
+    doc = read_toml(text, _TABLE)
     return parse_matrix(doc)

@@ -13,20 +13,20 @@ declared beside the fields, a malformed table fails at import with a
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from oracle.deployment import CONDITIONS, MODEL_FAMILIES, ROUTING_METHODS
 from oracle.errors import MatrixError
 from oracle.keys import QuantKey
-from oracle.matrix.loader import (Adjustment, _adjustments, _archs, _build, _fail, _flag,
-                                  _list_of, _matching, _names, _nonempty, _one_of, _quant_key, _row_name,
+from oracle.matrix.loader import (Adjustment, read_toml, _adjustments, _archs, _build, _fail, _flag,
+                                  _list_of, _matching, _names, _nonempty, _one_of, _quant_key, _row_name, _text,
                                   _snake, _spec, _typed)
 from oracle.platforms import LIBRARIES, PLATFORMS
 
-__all__ = ["Release", "Variant", "load_releases", "parse_releases", "POLICY_RELEASES"]
+__all__ = ["Checkpoint", "ExpertsClass", "Family", "Release", "Variant", "load_releases", "parse_releases",
+           "POLICY_RELEASES"]
 
 _TABLE: Final = "vllm.toml"
 
@@ -100,6 +100,11 @@ class Variant:
     #: vLLM's _backend_activation_key when it differs from the row's activation
     #: ("None" = BF16): the key the release filters and asks the classes with.
     activation: QuantKey | None | str = _spec(_release_key, "row")
+    #: classes tried first when this variant is pinned and LoRA is on (_requested_kernel_cls)
+    pinned_lora_classes: tuple[str, ...] = _spec(
+        _list_of(_nonempty, "a list of experts class names", non_empty=False), ())
+    #: pinned with LoRA on, the release raises this (vLLM's reason) instead of trying classes
+    pinned_lora_refused: str = _spec(_text, "")
 
     def key(self, row: Any) -> QuantKey | None:
         """The activation key vLLM files this variant under (its own, else the row's)."""
@@ -120,6 +125,141 @@ def _variants(row: str, key: str, value: Any) -> dict[str, Variant]:
 
 _variant_list = _list_of(_row_name, "a list of variant names", non_empty=False)
 
+_class_name = _matching(r"[A-Za-z_][A-Za-z0-9_]*", "an experts class name")
+_HUMMING_GEMMS: Final = ("indexed", "grouped_contiguous", "grouped_masked")
+
+
+def _preferred_gemm(row: str, key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping) or set(value) != {"ep", "default"}:
+        _fail(row, key, 'a table {ep = "GEMM", default = "GEMM"}', value)
+    return tuple((k, _one_of(_HUMMING_GEMMS)(row, f"{key}.{k}", v)) for k, v in value.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertsClass:
+    """What one experts class's ``is_supported_config`` asks beyond the variant's facts:
+    the parallel config, routing, activation format and LoRA (modular_kernel.py:580-633)."""
+
+    monolithic: bool = _spec(_flag)
+    source: str = _spec(_nonempty)
+    format: str = _spec(_one_of(("standard", "batched")), "standard")
+    lora: bool = _spec(_flag, False)
+    #: deployment conditions (oracle.deployment.CONDITIONS) its parallel-config gate refuses
+    refuses: tuple[str, ...] = _spec(
+        _list_of(_one_of(tuple(CONDITIONS)), "a list of deployment conditions",
+                 non_empty=False), ())
+    #: RoutingMethodType names it accepts (empty: any)
+    routing: tuple[str, ...] = _spec(
+        _list_of(_one_of(ROUTING_METHODS), "a list of RoutingMethodType names",
+                 non_empty=False), ())
+    #: a Humming class's GEMM type; built only where it is the release's preferred one
+    humming_gemm: str = _spec(_one_of(("", *_HUMMING_GEMMS)), "")
+
+
+def _classes(row: str, key: str, value: Any) -> dict[str, ExpertsClass]:
+    if not isinstance(value, Mapping):
+        _fail(row, key, "a table of [experts_class.NAME] tables", value)
+    return {_class_name(row, key, name): _build(ExpertsClass, data, f"{row}.{key}.{name}",
+                                                 "experts_class")
+            for name, data in value.items()}
+
+
+def _platform_lists(row: str, key: str, value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, Mapping) or not value:
+        _fail(row, key, 'a table {platform = ["VARIANT", ...]}', value)
+    return tuple((_one_of(PLATFORMS)(row, key, k),
+                  _list_of(_row_name, "a non-empty list of variant names")(row, f"{key}.{k}", v))
+                 for k, v in value.items())
+
+
+def _routing_lists(row: str, key: str, value: Any) -> tuple[tuple[str, tuple], ...]:
+    if not isinstance(value, Mapping):
+        _fail(row, key, "a table {RoutingMethod = {platform = [...]}}", value)
+    return tuple((_one_of(ROUTING_METHODS)(row, key, k), _platform_lists(row, f"{key}.{k}", v))
+                 for k, v in value.items())
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family's selector in a release: its auto lists and what it reads.
+
+    gpt-oss's quant method calls ``select_mxfp4_moe_backend`` (the release's ``auto``,
+    activation filter and override); DeepSeek-V4's ``select_deepseek_v4_mxfp4_moe_backend``
+    has its own per-platform list and never reads the activation override."""
+
+    selector: str = _spec(_nonempty)
+    quant_method: str = _spec(_class_name)
+    supports_eplb: bool = _spec(_flag)
+    routing: str = _spec(_one_of(ROUTING_METHODS))
+    source: str = _spec(_nonempty)
+    #: the release's auto list and activation rules (gpt-oss) or its own (below)
+    uses_release_auto: bool = _spec(_flag, False)
+    #: platform -> auto list (when not the release's)
+    auto: tuple[tuple[str, tuple[str, ...]], ...] = _spec(_platform_lists, ())
+    #: routing method -> platform -> auto list, replacing ``auto`` there
+    auto_by_routing: tuple[tuple[str, tuple], ...] = _spec(_routing_lists, ())
+    adjustment: tuple[Adjustment, ...] = _spec(_adjustments, ())
+    reads_override: bool = _spec(_flag, True)
+
+    def auto_order(self, platform: str, arch: str, routing: str) -> tuple[str, ...]:
+        """The family's own auto list on ``arch`` (not for ``uses_release_auto``)."""
+        by_routing = dict(self.auto_by_routing).get(routing)
+        table = dict(by_routing) if by_routing and platform in dict(by_routing) \
+            else dict(self.auto)
+        order = list(table.get(platform, ()))
+        for adj in self.adjustment:
+            if arch in adj.archs and adj.move in order:
+                order.remove(adj.move)
+                anchor_name = adj.before if adj.before is not None else adj.after
+                if anchor_name not in order:
+                    order.append(adj.move)
+                    continue
+                anchor = order.index(anchor_name)
+                order.insert(anchor if adj.before is not None else anchor + 1, adj.move)
+        return tuple(order)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What one checkpoint family's quant method hands the MoE oracle (vllm.toml)."""
+
+    quant_method: str = _spec(_method)
+    moe_method: str = _spec(_class_name)
+    selector: str = _spec(_one_of((*MODEL_FAMILIES, "own")))
+    activation: QuantKey | None = _spec(_release_key)
+    supports_eplb: bool = _spec(_flag)
+    source: str = _spec(_nonempty)
+    own_order: tuple[str, ...] = _spec(
+        _list_of(_row_name, "a list of variant names", non_empty=False), ())
+    oracle_names: tuple[str, ...] = _spec(
+        _list_of(_snake, "a list of --moe-backend names", non_empty=False), ())
+
+
+def _checkpoints(row: str, key: str, value: Any) -> dict[str, Checkpoint]:
+    if not isinstance(value, Mapping):
+        _fail(row, key, "a table of [checkpoint.NAME] tables", value)
+    return {_checkpoint_name(row, key, name): _build(Checkpoint, data,
+                                                     f"{row}.checkpoint.{name}", "checkpoint")
+            for name, data in value.items()}
+
+
+_checkpoint_name = _matching(r"[a-z][a-z0-9-]*", "a lower-case checkpoint family name")
+
+
+def _families(row: str, key: str, value: Any) -> dict[str, Family]:
+    if not isinstance(value, Mapping):
+        _fail(row, key, "a table of [family.NAME] tables", value)
+    return {_one_of(MODEL_FAMILIES)(row, key, name): _build(Family, data, f"{row}.family.{name}",
+                                                            "family")
+            for name, data in value.items()}
+
+
+def _substitutes(row: str, key: str, value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        _fail(row, key, 'a table {VARIANT = "VARIANT"}', value)
+    return tuple((_row_name(row, key, k), _row_name(row, f"{key}.{k}", v))
+                 for k, v in value.items())
+
 
 @dataclass(frozen=True)
 class Release:
@@ -136,6 +276,16 @@ class Release:
     platform_retry: tuple[tuple[str, str], ...] = _spec(_retry, ())
     min_capability: tuple[tuple[str, int], ...] = _spec(_int_table, ())
     adjustment: tuple[Adjustment, ...] = _spec(_adjustments, ())
+    #: the experts classes' own gates (releases without it model no deployment axes)
+    experts_class: Mapping[str, ExpertsClass] = _spec(_classes, None)
+    #: model family -> its selector
+    family: Mapping[str, Family] = _spec(_families, None)
+    #: checkpoint family -> what its quant method hands the oracle
+    checkpoint: Mapping[str, Checkpoint] = _spec(_checkpoints, None)
+    #: the Humming GEMM type the release prefers, with and without expert parallelism
+    humming_preferred_gemm: tuple[tuple[str, str], ...] = _spec(_preferred_gemm, ())
+    #: pinned variants replaced under the batched activation format (MARLIN -> BATCHED_MARLIN)
+    batched_substitute: tuple[tuple[str, str], ...] = _spec(_substitutes, ())
     version: str = field(default="", compare=False)
     _orders: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
@@ -154,6 +304,11 @@ class Release:
     def auto_order(self, arch: str) -> tuple[str, ...]:
         """The auto list as vLLM orders it on ``arch``."""
         return self._orders.get(arch, self.auto)
+
+    @property
+    def models_deployment(self) -> bool:
+        """Whether the release's experts-class gates (and families) are recorded."""
+        return self.experts_class is not None
 
     def valid_names(self) -> list[str]:
         """``--moe-backend`` values this release accepts for an MXFP4 MoE layer."""
@@ -177,6 +332,39 @@ def _check_release(label: str, r: Release, rows: Mapping[str, Any] | None) -> No
     for name in r.unfiltered_names:
         if name not in r.names:
             _fail(label, "unfiltered_names", "names listed under [names]", name)
+    if r.experts_class is not None:
+        for name, v in r.variant.items():
+            for cls in (*v.experts, *v.pinned_lora_classes):
+                if cls not in r.experts_class:
+                    _fail(f"{label}.variant.{name}", "experts",
+                          "classes with an [experts_class.NAME] table", cls)
+    for fam_name, fam in (r.family or {}).items():
+        lists = [*(v for _, v in fam.auto),
+                 *(v for _, t in fam.auto_by_routing for _, v in t)]
+        for names in lists:
+            for name in names:
+                if name not in r.variant:
+                    _fail(f"{label}.family.{fam_name}", "auto", "variants of this release",
+                          name)
+    methods = dict(r.min_capability)
+    for ck_name, ck in (r.checkpoint or {}).items():
+        where = f"{label}.checkpoint.{ck_name}"
+        if ck.quant_method not in methods:
+            _fail(where, "quant_method", "a method with a min_capability entry", ck.quant_method)
+        if ck.selector != "own" and ck.selector not in (r.family or {}):
+            _fail(where, "selector", "a family of this release, or own", ck.selector)
+        if (ck.selector == "own") != bool(ck.own_order):
+            _fail(where, "own_order", "given exactly when selector is own", ck.own_order)
+        for name in ck.own_order:
+            if name not in r.variant:
+                _fail(where, "own_order", "variants of this release", name)
+        for name in ck.oracle_names:
+            if name not in r.names:
+                _fail(where, "oracle_names", "names listed under [names]", name)
+    for old, new in r.batched_substitute:
+        for name in (old, new):
+            if name not in r.variant:
+                _fail(label, "batched_substitute", "variants of this release", name)
     if rows is not None:
         for name in r.variant:
             if name not in rows:
@@ -216,17 +404,6 @@ def parse_releases(doc: Mapping[str, Any],
 def load_releases(text: str | None = None,
                   rows: Mapping[str, Any] | None = None) -> dict[str, Release]:
     """The bundled ``vllm.toml`` (or ``text``), validated."""
-    if text is None:
-        try:
-            with open(os.path.join(os.path.dirname(__file__), _TABLE), "rb") as fh:
-                raw = fh.read()
-        except OSError:  # e.g. imported from a zip
-            from importlib import resources
-            raw = resources.files(__package__).joinpath(_TABLE).read_bytes()
-        text = raw.decode("utf-8")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MatrixError("<vllm.toml>", "toml", "valid TOML", str(exc)) from None
+    doc = read_toml(text, _TABLE, "<vllm.toml>")
     return parse_releases(doc, rows)
 

@@ -32,6 +32,7 @@ from typing import Any
 from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, GroupError,
                            KernelInputError, MatrixError, NoEligibleBackend, OracleError,
                            UnknownBackend, UnknownQuantKey)
+from oracle.deployment import Deployment
 from oracle.gates import Reason
 from oracle.keys import BF16, QUANT_KEY_NAMES, UNSET, GroupShape, QuantKey, ScaleDesc
 from oracle.platforms import Device
@@ -43,6 +44,7 @@ from oracle.diff import SetupDiff, diff  # binds oracle.diff to the function, no
 __version__ = "0.1.0"
 
 __all__ = [
+    "Deployment",
     "select", "explain", "diff", "SetupDiff", "select_for_model", "select_for_group",
     "SelectionRequest", "Selection", "Rejection", "Verdict", "Reason",
     "Device", "Environment", "LayerSpec", "QuantKey", "ScaleDesc", "GroupShape", "BF16",

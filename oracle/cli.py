@@ -30,12 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from oracle.deployment import ALL2ALL_BACKENDS, DEFAULT_ALL2ALL, MODEL_FAMILIES, ROUTING_METHODS
 from oracle.errors import ConfigError, NoEligibleBackend, OracleError, UnknownBackend, escape, shown
 from oracle.files import user_path
 
 __all__ = ["main", "parse_argv", "build_parser", "CliArgs", "COMMANDS"]
 
-COMMANDS = ("select", "explain", "diff", "matrix", "keys", "docs", "tune")
+COMMANDS = ("select", "explain", "diff", "preflight", "matrix", "keys", "docs", "tune")
 _DOTTED = re.compile(r"^--quantization[-_]config\.([A-Za-z0-9_.\-]+)$")
 
 
@@ -81,6 +82,26 @@ def _add_selection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor-parallel-size", "-tp", dest="tensor_parallel_size", default=None,
                    help="vLLM's tensor-parallel size: gates and padding apply to the per-rank "
                         "intermediate size (intermediate // tp)")
+    # vLLM 0.33's own spellings (engine/arg_utils.py:1209, 1241, 1305-1306, 1318, 1352, 1610).
+    p.add_argument("--data-parallel-size", "-dp", dest="data_parallel_size", default=None,
+                   help="vLLM's data-parallel size: without EP the layer is sharded tp*dp ways; "
+                        "monolithic kernels refuse DP > 1 (the modular class is built)")
+    p.add_argument("--enable-expert-parallel", "-ep", dest="enable_expert_parallel",
+                   action="store_true",
+                   help="expert parallelism: whole experts per rank (ep = tp*dp, tp = 1)")
+    p.add_argument("--all2all-backend", dest="all2all_backend", default=DEFAULT_ALL2ALL,
+                   help="EP dispatch: " + ", ".join(ALL2ALL_BACKENDS)
+                        + " (deepep_low_latency switches to the batched activation format)")
+    p.add_argument("--enable-eplb", dest="enable_eplb", action="store_true",
+                   help="expert-parallel load balancing (needs --enable-expert-parallel)")
+    p.add_argument("--enable-lora", dest="enable_lora", action="store_true",
+                   help="LoRA adapters: only LoRA-capable experts classes remain")
+    p.add_argument("--model-family", dest="model_family", default=None,
+                   help="the selector to model: " + ", ".join(MODEL_FAMILIES)
+                        + " (default: from config.json's model_type)")
+    p.add_argument("--routing-method", dest="routing_method", default=None,
+                   help="vLLM's RoutingMethodType for the layer, e.g. DeepSeekV3 (default: "
+                        "the family's)")
     p.add_argument("--rank", default="table",
                    help="table (default): the matrix's order; measured: within one activation "
                         "tier, the fastest in --profile at --batch-tokens")
@@ -111,6 +132,15 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Compare setup A (the flags before --) with setup B (A with the flags "
                     "after -- applied on top): changed inputs, the winner on each side, and "
                     "every candidate whose verdict changed."))
+    pf = sub.add_parser(
+        "preflight", help="before any download: per MoE layer kind the backend, kernel class, "
+                          "padding, ignored knobs, decode bytes and floor time",
+        description="What a model will run on a target GPU and deployment, and the decode "
+                    "floor at the GPU's memory bandwidth -- no GPU and no weights needed.")
+    _add_selection_flags(pf)
+    pf.add_argument("--gpu", default=None,
+                    help="price the decode floor on this GPU (H100, H200, B200, MI355X, ...); "
+                         "default: every GPU of the device's arch")
     m = sub.add_parser("matrix", help="the compatibility matrix")
     m.add_argument("--device", default=None, help="only rows covering this device")
     m.add_argument("--json", action="store_true")
@@ -216,7 +246,7 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                               f"--{name.replace('_', '-')} VALUE")
     if opts.command is None:  # pragma: no cover - handled by the default above
         raise ConfigError("argv", "a command", "none", " | ".join(COMMANDS))
-    if dotted and opts.command not in ("select", "explain", "diff"):
+    if dotted and opts.command not in ("select", "explain", "diff", "preflight"):
         raise ConfigError(dotted[0][1], f"used with select or explain, not {opts.command}",
                           "a dotted --quantization-config flag", "mxfp4-oracle select ...")
     warnings: list[str] = []
@@ -232,7 +262,8 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
                 continue
             if not isinstance(value, dict):
                 raise ConfigError("quantization_config", "a JSON object",
-                                  f"{shown(raw)[:80]} from --quantization-config",
+                                  f"{shown(raw)[:80]} from --quantization-config "
+                                  "(--quantization_config)",
                                   '{"moe": {"activation": "mxfp8"}}')
             for key, val in value.items():
                 if key in config and isinstance(config[key], dict) and isinstance(val, dict):
@@ -501,28 +532,39 @@ def _request_args(args: CliArgs) -> tuple[dict[str, Any], _Place]:
                 **_rank_args(o)), place
 
 
+def _positive_flag(flag: str, value: Any, example: str, digits: int = 6) -> int | None:
+    """A flag's positive integer (None when not given), else a ConfigError naming it."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and 0 < len(text) <= digits and int(text) > 0):
+        raise ConfigError(flag, "a positive integer", shown(value)[:40], example)
+    return int(text)
+
+
 def _rank_args(o: argparse.Namespace) -> dict[str, Any]:
     """--rank / --profile / --batch-tokens as request fields (read only when named)."""
     profile = None
     if o.profile is not None:
         from oracle.profile import load_profile
         profile = load_profile(o.profile)
-    tokens = None
-    if o.batch_tokens is not None:
-        text = str(o.batch_tokens).strip()
-        if not (text.isascii() and text.isdigit() and 0 < len(text) <= 12 and int(text) > 0):
-            raise ConfigError("--batch-tokens", "a positive integer", shown(o.batch_tokens)[:40],
-                              "--batch-tokens 16")
-        tokens = int(text)
-    tp = None
-    if o.tensor_parallel_size is not None:
-        text = str(o.tensor_parallel_size).strip()
-        if not (text.isascii() and text.isdigit() and 0 < len(text) <= 6 and int(text) > 0):
-            raise ConfigError("--tensor-parallel-size", "a positive integer",
-                              shown(o.tensor_parallel_size)[:40], "--tensor-parallel-size 8")
-        tp = int(text)
+    tokens = _positive_flag("--batch-tokens", o.batch_tokens, "--batch-tokens 16", 12)
+    tp = _positive_flag("--tensor-parallel-size", o.tensor_parallel_size,
+                        "--tensor-parallel-size 8")
+    dp = _positive_flag("--data-parallel-size", o.data_parallel_size,
+                        "--data-parallel-size 2") or 1
+    if o.all2all_backend not in ALL2ALL_BACKENDS:
+        raise ConfigError("--all2all-backend", "one of " + ", ".join(ALL2ALL_BACKENDS),
+                          shown(o.all2all_backend)[:60], f"--all2all-backend {DEFAULT_ALL2ALL}")
+    if o.routing_method is not None and o.routing_method not in ROUTING_METHODS:
+        raise ConfigError("--routing-method", "one of " + ", ".join(ROUTING_METHODS),
+                          shown(o.routing_method)[:60], "--routing-method Renormalize")
     return {"rank": o.rank, "profile": profile, "batch_tokens": tokens,
-            "tensor_parallel_size": tp}
+            "tensor_parallel_size": tp, "data_parallel_size": dp,
+            "enable_expert_parallel": o.enable_expert_parallel,
+            "all2all_backend": o.all2all_backend, "enable_eplb": o.enable_eplb,
+            "enable_lora": o.enable_lora, "model_family": o.model_family,
+            "routing_method": o.routing_method}
 
 
 def _cmd_select(args: CliArgs, out: Any) -> int:
@@ -537,6 +579,22 @@ def _cmd_select(args: CliArgs, out: Any) -> int:
         out.write(json.dumps(ms.to_dict(), indent=2) + "\n")
         return 0
     out.write(ms.describe() + "\n")
+    return 0
+
+
+def _cmd_preflight(args: CliArgs, out: Any) -> int:
+    from oracle.preflight import preflight
+    o = args.options
+    if o.device is None:
+        raise ConfigError("--device", "given for preflight (the target, not this machine)",
+                          "missing", "--device H200 (or sm90, B200, MI355X)")
+    kwargs, _ = _request_args(args)
+    kwargs.pop("device")
+    report = preflight(o.model, device=o.device, gpu=o.gpu, **kwargs)
+    if o.json:
+        out.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        return 0
+    out.write(report.describe() + "\n")
     return 0
 
 
@@ -566,20 +624,32 @@ def _cmd_explain(args: CliArgs, out: Any) -> int:
     verdicts = explain(request)
     report: dict[str, Any] = {"request": request.to_dict(),
                               "candidates": [v.to_dict() for v in verdicts]}
+    chosen = None
     try:
-        warning = _fallback_warning(select(request))
+        chosen = select(request)
+        warning = _fallback_warning(chosen)
         failure = None
     except NoEligibleBackend as exc:
         warning = None
         failure = ("error: NoEligibleBackend: every candidate was rejected (see the table); "
                    f"try: {escape(exc.fix)}")
         report.update(_error_dict(exc, []))  # the error contract too: error, message, ...
+    if chosen is not None:
+        report["kernel_class"] = chosen.kernel_class
+        report["kernel_class_notes"] = list(chosen.kernel_class_notes)
     if warning:
         sys.stderr.write(warning + "\n")
     if o.json:
         out.write(json.dumps(report, indent=2) + "\n")
     else:
         out.write(_explain_text(label, request, verdicts))
+        if chosen is not None and chosen.kernel_class:
+            lines = _wrap(f"kernel class of {chosen.backend}: {chosen.kernel_class}"
+                          + (f" ({request.parallel.describe()})"
+                             if not request.parallel.is_default else ""))
+            for note in chosen.kernel_class_notes:
+                lines += _wrap(f"passed over {note}", "  ", "    ")
+            out.write("\n".join(lines) + "\n")
         if failure:
             sys.stderr.write(failure + "\n")
     return 0 if failure is None else 2
@@ -728,7 +798,7 @@ def _cmd_tune(args: CliArgs, out: Any) -> int:
 
 
 _HANDLERS = {"select": _cmd_select, "explain": _cmd_explain, "diff": _cmd_diff, "tune": _cmd_tune,
-             "matrix": _cmd_matrix, "keys": _cmd_keys, "docs": _cmd_docs}
+             "preflight": _cmd_preflight, "matrix": _cmd_matrix, "keys": _cmd_keys, "docs": _cmd_docs}
 
 
 # ----------------------------------------------------------------------------- errors

@@ -39,6 +39,8 @@ class Reason(str, Enum):
     ACTIVATION_FN_UNSUPPORTED = "activation_fn_unsupported"
     BIAS_UNSUPPORTED = "bias_unsupported"
     PARALLELISM_UNSUPPORTED = "parallelism_unsupported"
+    ROUTING_UNSUPPORTED = "routing_unsupported"
+    LORA_UNSUPPORTED = "lora_unsupported"
     NOT_AUTO_SELECTABLE = "not_auto_selectable"
 
     def __str__(self) -> str:
@@ -79,6 +81,9 @@ class GateInput:
     activation: QuantKey | None  # that activation (None = bf16); meaningful when strict
     auto: bool  # moe_backend auto: opt-in rows are passed over
     allow_bf16_fallback: bool  # strict, but a BF16 row may stand in (reported)
+    #: the deployment gates of the row's experts classes (parallel config, routing,
+    #: LoRA), from the newest vLLM release's records; None: not asked (no deployment)
+    classes: Callable[[Any], GateVerdict] | None = None
 
 
 def round_up(x: int, m: int) -> int:
@@ -187,12 +192,22 @@ def _parallelism(row: Any, g: GateInput) -> GateVerdict:
     layer = g.request.layer
     ep = layer.ep_size if layer is not None else None
     if ep is None:
-        return _PASS
+        return _class_gate(Reason.PARALLELISM_UNSUPPORTED)(row, g)
     if ep > 1 and not row.expert_parallel:
         return no(Reason.PARALLELISM_UNSUPPORTED, ep, f"no expert parallelism, got ep_size={ep}")
     if ep <= 1 and row.ep_required:
         return no(Reason.PARALLELISM_UNSUPPORTED, ep, f"expert-parallel only, got ep_size={ep}")
-    return _PASS
+    return _class_gate(Reason.PARALLELISM_UNSUPPORTED)(row, g)
+
+
+def _class_gate(reason: Reason) -> Callable[[Any, GateInput], GateVerdict]:
+    """The row's experts-class verdict when it fails for ``reason`` (one gate each)."""
+    def check(row: Any, g: GateInput) -> GateVerdict:
+        if g.classes is None:
+            return _PASS
+        verdict = g.classes(row)
+        return verdict if verdict.reason is reason else _PASS
+    return check
 
 
 def _auto_selectable(row: Any, g: GateInput) -> GateVerdict:
@@ -229,6 +244,8 @@ GATES: Final[tuple[Gate, ...]] = (
     Gate("activation_fn", Reason.ACTIVATION_FN_UNSUPPORTED, _activation_fn),
     Gate("bias", Reason.BIAS_UNSUPPORTED, _bias),
     Gate("parallelism", Reason.PARALLELISM_UNSUPPORTED, _parallelism),
+    Gate("routing", Reason.ROUTING_UNSUPPORTED, _class_gate(Reason.ROUTING_UNSUPPORTED)),
+    Gate("lora", Reason.LORA_UNSUPPORTED, _class_gate(Reason.LORA_UNSUPPORTED)),
     Gate("auto_selectable", Reason.NOT_AUTO_SELECTABLE, _auto_selectable),
     Gate("experimental", None, _experimental),
 )

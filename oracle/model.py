@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from oracle.config import QuantizationConfigArgs, load_json, resolve_quantization_config
+from oracle.deployment import DEFAULT_ALL2ALL, MODEL_FAMILIES, Deployment, parse_choice
 from oracle.errors import ConfigError, escape, shown
 from oracle.files import read_regular_file, resolve_inside, user_path
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, Unset, canonical_name,
@@ -33,15 +34,22 @@ from oracle.selection import Selection
 from oracle.selector import select
 
 __all__ = ["BUNDLED_MODELS", "HF_IDS", "CheckpointQuant", "ModelSelection", "load_model_config",
-           "checkpoint_quant", "layer_from_config", "build_request", "select_for_model"]
+           "checkpoint_quant", "layer_from_config", "FAMILY_BY_MODEL_TYPE", "checkpoint_family", "build_request", "select_for_model"]
 
-BUNDLED_MODELS: Final = ("gpt-oss-20b", "gpt-oss-120b")
+BUNDLED_MODELS: Final = ("gpt-oss-20b", "gpt-oss-120b", "deepseek-v4-flash")
 #: Hugging Face ids of the bundled configs (matched case-insensitively, like the Hub).
 #: A local folder of that name wins, as it would for a loader.
 HF_IDS: Final[dict[str, str]] = {
     "openai/gpt-oss-20b": "gpt-oss-20b",
     "openai/gpt-oss-120b": "gpt-oss-120b",
+    "deepseek-ai/deepseek-v4-flash": "deepseek-v4-flash",
 }
+
+#: config.json ``model_type`` -> the model family whose vLLM selector its MXFP4 MoE
+#: layers reach (matrix/vllm.toml ``family``): gpt-oss through GptOssMxfp4Config
+#: (quantization/mxfp4.py:116-149), DeepSeek-V4 through DeepseekV4FP8Config
+#: (models/deepseek_v4/quant_config.py:100-118).
+FAMILY_BY_MODEL_TYPE: Final[dict[str, str]] = {"gpt_oss": "gpt-oss", "deepseek_v4": "deepseek-v4"}
 _MAX_CONFIG_BYTES: Final = 8 * 1024 * 1024
 
 
@@ -163,14 +171,35 @@ def _float_field(cfg: Mapping[str, Any], key: str, label: str) -> float | None:
     return number
 
 
+def _model_family(cfg: Mapping[str, Any], label: str = "config.json",
+                 explicit: str | None = None) -> str:
+    """The model family: ``explicit`` (``--model-family``) if given, else from the
+    config's ``model_type``; a type no family claims is the gpt-oss path (vLLM's
+    generic MXFP4 config would take it), unless it is DeepSeek-V4 by architecture."""
+    if explicit is not None:
+        return parse_choice("model_family", explicit, MODEL_FAMILIES, "--model-family gpt-oss")
+    model_type = cfg.get("model_type")
+    family = FAMILY_BY_MODEL_TYPE.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        archs = cfg.get("architectures") or ()
+        if isinstance(archs, list) and any(isinstance(a, str) and a.startswith("DeepseekV4")
+                                           for a in archs):
+            family = "deepseek-v4"
+    return family or "gpt-oss"
+
+
 def layer_from_config(cfg: Mapping[str, Any], label: str = "config.json") -> LayerSpec:
-    """The MoE geometry of a (gpt-oss style) config.json."""
+    """The MoE geometry of a config.json (gpt-oss or DeepSeek-V4 style)."""
     experts = _int_field(cfg, "num_local_experts", label, required=True,
                          aliases=("num_experts", "n_routed_experts"))
     top_k = _int_field(cfg, "num_experts_per_tok", label, required=True, aliases=("top_k",))
     hidden = _int_field(cfg, "hidden_size", label, required=True)
-    inter = _int_field(cfg, "intermediate_size", label, required=False,
-                       aliases=("moe_intermediate_size",))
+    # DeepSeek configs carry the dense MLP's intermediate_size too; the experts' is
+    # moe_intermediate_size.
+    first, second = ("moe_intermediate_size", "intermediate_size") \
+        if _model_family(cfg, label) == "deepseek-v4" else ("intermediate_size",
+                                                           "moe_intermediate_size")
+    inter = _int_field(cfg, first, label, required=False, aliases=(second,))
     if inter is None:
         raise ConfigError(f"{label}:intermediate_size", "present for an MoE model", "missing",
                           "add intermediate_size (or moe_intermediate_size)")
@@ -179,6 +208,13 @@ def layer_from_config(cfg: Mapping[str, Any], label: str = "config.json") -> Lay
                           shown(top_k), "fix num_experts_per_tok")
     limit = _float_field(cfg, "swiglu_limit", label)
     gpt_oss = cfg.get("model_type") == "gpt_oss"
+    if _model_family(cfg, label) == "deepseek-v4":
+        # SiLU-gated experts without biases; sqrtsoftplus routing (renormalized unless
+        # the config says otherwise) is vLLM's DeepseekV4 routing method.
+        renorm = cfg.get("norm_topk_prob", True) is not False
+        return LayerSpec(hidden_size=hidden, intermediate_size=inter, num_experts=experts,
+                         top_k=top_k, activation_fn="swiglu", has_bias=False,
+                         routing_method="DeepseekV4" if renorm else "Unspecified")
     return LayerSpec(
         hidden_size=hidden, intermediate_size=inter, num_experts=experts, top_k=top_k,
         activation_fn="swiglu_oai" if gpt_oss or limit is not None else "swiglu",
@@ -226,6 +262,17 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
                           "remove it or use a supported quant_method")
     method = qc.get("quant_method")
     path = f"{label}:quantization_config"
+    if method in ("fp8", "deepseek_v4_fp8") and _model_family(cfg, label) == "deepseek-v4":
+        # DeepseekV4FP8Config: FP8 linears, MoE experts per expert_dtype; fp4 experts go
+        # to Mxfp4MoEMethod, whose selector ignores the activation key it is handed
+        # (models/deepseek_v4/quant_config.py:100-118; quantization/mxfp4.py:549-580).
+        dtype = cfg.get("expert_dtype", "fp4")
+        if dtype != "fp4":
+            raise ConfigError(f"{label}:expert_dtype", "fp4 (MXFP4 experts)", shown(dtype)[:40],
+                              "an MXFP4 DeepSeek-V4 checkpoint (expert_dtype fp4)")
+        return CheckpointQuant("deepseek_v4_fp8", kMxfp4Static, UNSET,
+                               _str_list(qc.get("modules_to_not_convert"),
+                                         f"{path}.modules_to_not_convert"))
     if method == "mxfp4":
         act = qc.get("activation_scheme", UNSET)
         activation: Any = UNSET
@@ -284,18 +331,56 @@ def checkpoint_quant(cfg: Mapping[str, Any], label: str = "config.json") -> Chec
                       "--quantization mxfp4")
 
 
+def checkpoint_family(ckpt: CheckpointQuant, family: str) -> str | None:
+    """The checkpoint family (a ``checkpoint`` record of matrix/vllm.toml) the
+    checkpoint's quantization belongs to, as vLLM's quant methods tell them apart:
+    ``mxfp4`` is gpt-oss's method only for a gpt-oss model; quark by its OCP MX scheme;
+    compressed-tensors MXFP4 by whether its inputs are dynamic FP8; a BF16 checkpoint
+    quantized at load is online MXFP4.  None: a scheme no vLLM method selects for."""
+    if ckpt.weight is None:
+        return "online-mxfp4"
+    act = ckpt.activation
+    if ckpt.method == "mxfp4":
+        return "gpt-oss-mxfp4" if family == "gpt-oss" else "mxfp4"
+    if ckpt.method == "deepseek_v4_fp8":
+        return "deepseek-v4-fp8"
+    if ckpt.method == "quark":
+        return {None: "quark-w-mxfp4", kFp8StaticTensorSym: "quark-w-mxfp4-a-fp8",
+                kMxfp4Dynamic: "quark-w-mxfp4-a-mxfp4"}.get(
+            None if act is BF16 or act is UNSET else act)  # type: ignore[call-overload]
+    if ckpt.method == "compressed-tensors":
+        dynamic_fp8 = isinstance(act, QuantKey) and act.dtype == "fp8_e4m3" and \
+            not act.scale.static and act.scale.dtype == "fp32"
+        return "compressed-tensors-w4a8-fp8" if dynamic_fp8 else "compressed-tensors-mxfp4"
+    return None
+
+
 def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = None,
                   moe_backend: str = "auto", quantization: str | None = None,
                   quantization_config: Any = None, environment: Environment | None = None,
                   allow_activation_fallback: bool = False, policy: str = "strict",
                   rank: str = "table", profile: Any = None, batch_tokens: int | None = None,
-                  tensor_parallel_size: int | None = None,
+                  tensor_parallel_size: int | None = None, data_parallel_size: int = 1,
+                  enable_expert_parallel: bool = False,
+                  all2all_backend: str = DEFAULT_ALL2ALL, enable_eplb: bool = False,
+                  enable_lora: bool = False, model_family: str | None = None,
+                  routing_method: str | None = None,
                   ) -> tuple[SelectionRequest, str, CheckpointQuant, QuantizationConfigArgs]:
-    """Everything but the decision: (request, model label, checkpoint facts, merged config)."""
+    """Everything but the decision: (request, model label, checkpoint facts, merged config).
+
+    The deployment keywords are vLLM 0.33's engine flags (``--data-parallel-size``,
+    ``--enable-expert-parallel``, ``--all2all-backend``, ``--enable-eplb``,
+    ``--enable-lora``); ``model_family`` overrides the family the config's
+    ``model_type`` names; ``routing_method`` the layer's RoutingMethodType."""
     label, cfg = load_model_config(model)
+    family = _model_family(cfg, label, model_family)
     layer = layer_from_config(cfg, label)
-    if tensor_parallel_size is not None:  # each rank holds intermediate // tp
-        layer = LayerSpec(**{**layer.to_dict(), "tp_size": tensor_parallel_size})
+    if routing_method is not None:
+        layer = LayerSpec(**{**layer.to_dict(), "routing_method": routing_method})
+    deployment = Deployment(
+        tensor_parallel_size=1 if tensor_parallel_size is None else tensor_parallel_size,
+        data_parallel_size=data_parallel_size, enable_expert_parallel=enable_expert_parallel,
+        all2all_backend=all2all_backend, enable_eplb=enable_eplb, enable_lora=enable_lora)
     ckpt = checkpoint_quant(cfg, label)
     qargs = resolve_quantization_config(quantization, quantization_config)
     user_weight = qargs.moe_weight
@@ -316,11 +401,17 @@ def build_request(model: Any = "gpt-oss-20b", *, device: Device | str | None = N
     # Only here, and only when the caller did not say, is the machine probed.
     dev = Device.parse(device) if device is not None else detect_device()
     env = environment if environment is not None else detect_environment()
+    # vLLM's gpt-oss MXFP4 method claims a checkpoint only for model_type gpt_oss
+    # (quantization/mxfp4.py:128-146), unless --model-family says which model it is.
+    gpt_oss_method = family == "gpt-oss" and (model_family is not None
+                                              or cfg.get("model_type") == "gpt_oss")
+    checkpoint = checkpoint_family(ckpt, "gpt-oss" if gpt_oss_method else "deepseek-v4")
     request = SelectionRequest(
         weight=weight, activation=qargs.moe_activation, checkpoint_activation=ckpt.activation,
         moe_backend=moe_backend, device=dev, environment=env,
         layer=layer, allow_activation_fallback=allow_activation_fallback, policy=policy,
-        rank=rank, profile=profile, batch_tokens=batch_tokens,
+        rank=rank, profile=profile, batch_tokens=batch_tokens, deployment=deployment,
+        family=family, checkpoint=checkpoint,
     )
     return request, label, ckpt, qargs
 
@@ -349,18 +440,26 @@ def select_for_model(model: Any = "gpt-oss-20b", *, device: Device | str | None 
                      allow_activation_fallback: bool = False,
                      policy: str = "strict", rank: str = "table", profile: Any = None,
                      batch_tokens: int | None = None,
-                     tensor_parallel_size: int | None = None) -> ModelSelection:
+                     tensor_parallel_size: int | None = None, data_parallel_size: int = 1,
+                     enable_expert_parallel: bool = False,
+                     all2all_backend: str = DEFAULT_ALL2ALL, enable_eplb: bool = False,
+                     enable_lora: bool = False, model_family: str | None = None,
+                     routing_method: str | None = None) -> ModelSelection:
     """Select the MoE backend for ``model`` (bundled name, folder, config.json path or dict).
 
     ``device`` / ``environment`` left as ``None`` are probed from this machine
-    (:mod:`oracle.probe`); pass values to answer for another machine.  The decision
+    (:mod:`oracle.probe`); pass values to answer for another machine.  The deployment
+    keywords are vLLM 0.33's engine flags (see :func:`build_request`).  The decision
     itself is the pure :func:`oracle.select`.
     """
     request, label, ckpt, qargs = build_request(
         model, device=device, moe_backend=moe_backend, quantization=quantization,
         quantization_config=quantization_config, environment=environment,
         allow_activation_fallback=allow_activation_fallback, policy=policy, rank=rank,
-        profile=profile, batch_tokens=batch_tokens, tensor_parallel_size=tensor_parallel_size)
+        profile=profile, batch_tokens=batch_tokens, tensor_parallel_size=tensor_parallel_size,
+        data_parallel_size=data_parallel_size, enable_expert_parallel=enable_expert_parallel,
+        all2all_backend=all2all_backend, enable_eplb=enable_eplb, enable_lora=enable_lora,
+        model_family=model_family, routing_method=routing_method)
     _check_min_capability(request, ckpt)
     selection = select(request)
     unquantized = tuple(dict.fromkeys((*ckpt.modules_to_not_convert, *qargs.ignore)))

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
+from oracle.deployment import MODEL_FAMILIES, ROUTING_METHODS, Deployment, parse_choice
 from oracle.errors import ConfigError, shown
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxfp4Static,
                          parse_quant_key, suggest)
@@ -173,6 +174,9 @@ class LayerSpec:
     has_bias: bool | None = None
     ep_size: int | None = None
     tp_size: int | None = None
+    #: vLLM's RoutingMethodType name (None = the model family's own); a kernel class
+    #: may refuse it (fused_moe/modular_kernel.py:612-615).
+    routing_method: str | None = None
 
     def __post_init__(self) -> None:
         # Wrong types and impossible values are a ConfigError naming the field (never a
@@ -243,6 +247,8 @@ _LAYER_FIELDS: Final[dict[str, tuple[tuple[type, ...], str, Any]]] = {
     "has_bias": ((bool,), "True or False", _any),
     "ep_size": ((int,), "a positive int64", _positive),
     "tp_size": ((int,), "a positive int64", _positive),
+    "routing_method": ((str,), "a vLLM RoutingMethodType name (" + ", ".join(ROUTING_METHODS)
+                       + ")", lambda v: v in ROUTING_METHODS),
 }
 
 
@@ -293,6 +299,16 @@ class SelectionRequest:
     rank: str = "table"
     profile: Profile | None = None
     batch_tokens: int | None = None
+    #: The engine flags around the layer (parallelism, all2all, EPLB, LoRA).  The
+    #: layer's ``tp_size`` / ``ep_size`` follow from it (vLLM's FusedMoEParallelConfig).
+    deployment: Deployment = field(default_factory=Deployment)
+    #: Which vLLM selector the model's quant method calls ("gpt-oss", "deepseek-v4").
+    family: str = "gpt-oss"
+    #: The checkpoint family (matrix/vllm.toml ``checkpoint``: what its quant method hands
+    #: the oracle, or that it picks the kernel itself); None: not said.
+    checkpoint: str | None = None
+    #: what the gates see (``parallel``), derived once at construction
+    _parallel: Deployment = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_field("weight", self.weight, (QuantKey,), "a QuantKey")
@@ -308,6 +324,56 @@ class SelectionRequest:
                      "True or False")
         object.__setattr__(self, "policy", parse_policy(self.policy))
         self._check_rank()
+        _check_field("deployment", self.deployment, (Deployment,),
+                     "a Deployment (oracle.Deployment(tensor_parallel_size=2))")
+        parse_choice("family", self.family, MODEL_FAMILIES, "--model-family gpt-oss")
+        if self.checkpoint is not None and not (
+                isinstance(self.checkpoint, str) and self.checkpoint.isascii()
+                and self.checkpoint.replace("-", "").isalnum()):
+            raise ConfigError("checkpoint", "a checkpoint family name like gpt-oss-mxfp4 or None",
+                              shown(self.checkpoint)[:60], "checkpoint=None")
+        self._sync_layer()
+        object.__setattr__(self, "_parallel", self._derive_parallel())
+
+    def _sync_layer(self) -> None:
+        """One spelling per deployment: an explicit deployment sets the layer's shard
+        sizes (vLLM's FusedMoEParallelConfig); a layer that disagrees is an error."""
+        layer, dep = self.layer, self.deployment
+        if layer is None or dep.is_default:
+            if layer is not None and (layer.ep_size or 1) > 1 and (layer.tp_size or 1) > 1:
+                raise ConfigError("layer", "tp_size or ep_size, not both > 1 (vLLM's MoE "
+                                  "layer is either tensor- or expert-parallel)",
+                                  f"tp_size {layer.tp_size}, ep_size {layer.ep_size}",
+                                  "Deployment(tensor_parallel_size=..., "
+                                  "enable_expert_parallel=True)")
+            return
+        tp, ep = dep.moe_tp_size, (dep.ep_size if dep.use_ep else None)
+        if layer.tp_size not in (None, tp):
+            raise ConfigError("layer.tp_size", f"unset or {tp} (what the deployment shards the "
+                              f"layer to: {dep.describe()})", shown(layer.tp_size),
+                              "set the parallelism in the deployment only")
+        if layer.ep_size not in (None, 1, ep or 1):
+            raise ConfigError("layer.ep_size", f"unset or {ep or 1} (the deployment's: "
+                              f"{dep.describe()})", shown(layer.ep_size),
+                              "set expert parallelism in the deployment only")
+        object.__setattr__(self, "layer", replace(layer, tp_size=tp if tp > 1 else None,
+                                                  ep_size=ep))
+
+    @property
+    def parallel(self) -> Deployment:
+        """The deployment the gates see: the explicit one, else what a layer's own
+        ``tp_size`` / ``ep_size`` (the older spelling) say."""
+        return self._parallel
+
+    def _derive_parallel(self) -> Deployment:
+        dep, layer = self.deployment, self.layer
+        if not dep.is_default or layer is None:
+            return dep
+        if (layer.ep_size or 1) > 1:
+            return Deployment(tensor_parallel_size=layer.ep_size, enable_expert_parallel=True)
+        if (layer.tp_size or 1) > 1:
+            return Deployment(tensor_parallel_size=layer.tp_size)
+        return dep
 
     def _check_rank(self) -> None:
         if self.rank not in RANKS:
@@ -351,4 +417,7 @@ class SelectionRequest:
             "profile": (f"{self.profile.label}: {self.profile.describe()}"
                         if self.profile is not None else None),
             "batch_tokens": self.batch_tokens,
+            "deployment": self.deployment.to_dict(),
+            "family": self.family,
+            "checkpoint": self.checkpoint,
         }

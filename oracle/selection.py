@@ -79,6 +79,12 @@ class Selection:
     padded: tuple[int, int] | None = None
     #: Under the strict policy, what vLLM 0.33 would do when it differs (else None).
     vllm: str | None = None
+    #: The vLLM experts class that would be built for the winner (None where the
+    #: release's classes are not recorded or the row is not a vLLM variant), and why
+    #: the classes before it were passed over ("TrtLlmMxfp4ExpertsMonolithic: refuses
+    #: data_parallel_size > 1 -> TrtLlmMxfp4ExpertsModular").
+    kernel_class: str | None = None
+    kernel_class_notes: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -100,6 +106,8 @@ class Selection:
             "padded": list(self.padded) if self.padded else None,
             "policy": self.request.policy,
             "vllm": self.vllm,
+            "kernel_class": self.kernel_class,
+            "kernel_class_notes": list(self.kernel_class_notes),
         }
 
     def describe(self) -> str:
@@ -109,6 +117,11 @@ class Selection:
             + ("" if req.policy == "strict" else f" under policy {req.policy}"),
             f"  weight {canonical_name(self.weight)}, activation {canonical_name(self.activation)}",
         ]
+        if self.kernel_class:
+            lines.append(f"  kernel class: {self.kernel_class}"
+                         + (f" (deployment: {req.parallel.describe()})"
+                            if not req.parallel.is_default else ""))
+            lines += [f"    passed over {note}" for note in self.kernel_class_notes]
         if len(self.eligible) > 1:
             lines.append("  also eligible: " + ", ".join(self.eligible[1:]))
         for note in self.notes:

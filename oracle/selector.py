@@ -34,13 +34,14 @@ from typing import Any
 
 from oracle.errors import (ActivationConflict, ConfigError, GroupDivergence, NoEligibleBackend,
                            OracleError, UnknownBackend)
-from oracle.gates import GateInput, GateVerdict, Reason, round_up, run_gates
+from oracle.gates import GateInput, GateVerdict, Reason, no, ok, round_up, run_gates
 from oracle.keys import BF16, QuantKey, canonical_name
 from oracle.matrix import MATRIX, Matrix, Row
 from oracle.platforms import SCOPE_DEVICES, Device
 from oracle.request import Environment, SelectionRequest, normalize_backend_name
 from oracle.selection import Rejection, Selection, Verdict
-from oracle.vllm_rules import check_backend_flag, evaluate_vllm, release_for
+from oracle.vllm_rules import (check_backend_flag, checkpoint_for, evaluate_vllm, family_for,
+                               pick_class, release_for, routing_for)
 
 __all__ = ["select", "explain", "evaluate", "decide_group", "resolve_backend_name",
            "resolve_activation", "Evaluation", "cache_clear", "cache_info"]
@@ -100,6 +101,8 @@ class Evaluation:
     runs_with: QuantKey | None = None  # the activation the winner applies
     padded: tuple[int, int] | None = None  # (hidden, intermediate) the winner pads the layer to
     rank_notes: tuple[str, ...] = ()  # what rank="measured" did (or why it did not apply)
+    kernel_class: str | None = None  # the winner's vLLM experts class
+    class_notes: tuple[str, ...] = ()  # the classes passed over before it
 
     def eligible_names(self) -> tuple[str, ...]:
         return tuple(self.candidates[i].name for i in self.order)
@@ -110,7 +113,9 @@ def _padded(row: Row, request: SelectionRequest) -> tuple[int, int] | None:
     if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
         return None
     h, i = row.alignment(request.device.platform)
-    return round_up(layer.hidden_size, h), round_up(layer.per_rank_intermediate, i)
+    hidden = request.parallel.layer_hidden(layer.hidden_size) if layer.hidden_size > 0 \
+        else layer.hidden_size
+    return round_up(hidden, h), round_up(layer.per_rank_intermediate, i)
 
 
 
@@ -119,13 +124,62 @@ def _evaluate_vllm(request: SelectionRequest, matrix: Matrix, strict: bool,
     out = evaluate_vllm(request, act if strict else None, matrix, release_for(request.policy))
     pinned = None if request.moe_backend == "auto" else request.moe_backend
     return Evaluation(request, pinned, out.candidates, out.gates, strict, act, out.order,
-                      out.winner, out.fallback, out.runs_with, out.padded)
+                      out.winner, out.fallback, out.runs_with, out.padded,
+                      kernel_class=out.kernel_class, class_notes=out.class_notes)
+
+
+#: The release whose experts-class records the strict policy applies to deployment axes.
+_CLASS_RELEASE = "vllm-0.33"
+
+
+def _strict_classes(request: SelectionRequest, auto: bool):
+    """The strict policy's deployment gate: for a row vLLM builds as experts classes,
+    those classes' own gates (parallel config, routing, format, LoRA); a row vLLM has no
+    class for cannot promise LoRA."""
+    release = release_for(_CLASS_RELEASE)
+    routing = routing_for(request, release)
+    cache: dict[str, GateVerdict] = {}
+
+    def verdict(row: Row) -> GateVerdict:
+        if row.name not in cache:
+            cache[row.name] = _strict_class_verdict(release, row, request, not auto, routing)
+        return cache[row.name]
+    return verdict
+
+
+def _strict_class_verdict(release, row: Row, request: SelectionRequest, pinned: bool,
+                          routing: str) -> GateVerdict:
+    v = release.variant.get(row.name)
+    if v is None:
+        if request.parallel.enable_lora:
+            return no(Reason.LORA_UNSUPPORTED, True, "no vLLM experts class with LoRA support "
+                      "runs this kernel")
+        return ok()
+    if pinned and request.parallel.enable_lora and v.pinned_lora_refused:
+        return no(Reason.LORA_UNSUPPORTED, True, f"vLLM: {v.pinned_lora_refused}")
+    pick = pick_class(release, row.name, request, pinned, routing)
+    if pick.chosen is not None:
+        return ok()
+    return no(pick.passed[-1][1], request.parallel.describe(),
+              f"its experts classes refuse the deployment ({request.parallel.describe()}): "
+              + "; ".join(f"{cls} {why}" for cls, _, why in pick.passed))
 
 
 def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
     if request.policy != "strict":
-        check_backend_flag(request, release_for(request.policy))
-        strict, act = resolve_activation(request)
+        release = release_for(request.policy)
+        check_backend_flag(request, release)
+        record = checkpoint_for(request, release)
+        family = family_for(request, release)
+        if family is not None and not family.reads_override:
+            # That selector takes no activation key and reads no override: nothing is
+            # combined, nothing can conflict (fused_moe/oracle/mxfp4.py:763).
+            return _evaluate_vllm(request, matrix, False, None)
+        # vLLM combines the key the checkpoint's quant method hands over (not what the
+        # checkpoint file says) with the override.
+        handed = request if record is None else request.with_(
+            checkpoint_activation=record.activation)
+        strict, act = resolve_activation(handed)
         return _evaluate_vllm(request, matrix, strict, act)
     # The backend name first, as vLLM validates --moe-backend before any layer is built.
     names = resolve_backend_name(request.moe_backend, matrix)
@@ -134,7 +188,8 @@ def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
     candidates = matrix.auto_order(request.device.name) if auto \
         else tuple(matrix.by_name[n] for n in names)  # type: ignore[union-attr]
     inputs = GateInput(request, strict, act, auto,
-                       strict and request.allow_activation_fallback and act is not None)
+                       strict and request.allow_activation_fallback and act is not None,
+                       _strict_classes(request, auto))
     gates = tuple(run_gates(row, inputs) for row in candidates)
     # Preference with nothing asked: real BF16 kernels, then quantized-activation
     # ones (reported), then last-resort rows (EMULATION).  With an activation asked:
@@ -159,12 +214,24 @@ def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:
     fallback = winner is not None and not matches(winner)
     runs_with = None
     padded = None
+    kernel_class, class_notes = None, ()
     if winner is not None:
         row = candidates[winner]
         runs_with = _applied(row, strict, wanted)
         padded = _padded(row, request)
+        kernel_class, class_notes = _strict_class_pick(request, row, auto)
     return Evaluation(request, None if auto else request.moe_backend, candidates, gates,
-                      strict, act, order, winner, fallback, runs_with, padded, rank_notes)
+                      strict, act, order, winner, fallback, runs_with, padded, rank_notes,
+                      kernel_class, class_notes)
+
+
+def _strict_class_pick(request: SelectionRequest, row: Row,
+                       auto: bool) -> tuple[str | None, tuple[str, ...]]:
+    release = release_for(_CLASS_RELEASE)
+    if row.name not in release.variant:
+        return None, ()
+    pick = pick_class(release, row.name, request, not auto, routing_for(request, release))
+    return pick.chosen, pick.notes()
 
 
 def _applied(row: Row, strict: bool, wanted: QuantKey | None) -> QuantKey | None:
@@ -247,7 +314,9 @@ def _selection(ev: Evaluation, winner: Row, eligible: Sequence[str],
         selected_by="auto" if ev.pinned is None else "pinned", eligible=tuple(eligible),
         rejected=tuple(rejected), notes=tuple(notes), activation_fallback=fallback,
         request=ev.request, matrix_version=matrix.version, fingerprint_input=fingerprint_input,
-        padded=ev.padded if same else _padded(winner, ev.request), vllm=vllm)
+        padded=ev.padded if same else _padded(winner, ev.request), vllm=vllm,
+        kernel_class=ev.kernel_class if same else None,
+        kernel_class_notes=ev.class_notes if same else ())
 
 
 #: The release the strict policy compares itself with in every report.
@@ -353,18 +422,26 @@ class _Hint:
     def __call__(self) -> tuple[list[str], list[str]]:
         req = self.request
         pinned = req.moe_backend != "auto"
-        auto = evaluate(req.with_(moe_backend="auto"), self.matrix) if pinned \
-            else evaluate(req, self.matrix)
-        alternatives = [auto.candidates[i].name.lower() for i in auto.order] if pinned else []
-        if not alternatives:  # opt-in variants that would run if pinned
+        auto = self._evaluate(req.with_(moe_backend="auto") if pinned else req)
+        alternatives = [] if auto is None or not pinned else \
+            [auto.candidates[i].name.lower() for i in auto.order]
+        if not alternatives and auto is not None:  # opt-in variants that would run if pinned
             alternatives = [r.name.lower() for r, v in zip(auto.candidates, auto.gates)
                             if v.reason is Reason.NOT_AUTO_SELECTABLE]
         archs: list[str] = []
         if not alternatives:
             here = req.device.name
-            archs = [dev.name for dev in SCOPE_DEVICES if dev.name != here and evaluate(
-                req.with_(device=dev), self.matrix).winner is not None]
+            archs = [dev.name for dev in SCOPE_DEVICES if dev.name != here and getattr(
+                self._evaluate(req.with_(device=dev)), "winner", None) is not None]
         return alternatives[:_HINT_LIMIT], archs
+
+    def _evaluate(self, req: SelectionRequest) -> Evaluation | None:
+        """The evaluation, or None where that setup is refused outright (a ConfigError:
+        e.g. EPLB the quant method refuses once its kernel is chosen)."""
+        try:
+            return evaluate(req, self.matrix)
+        except OracleError:
+            return None
 
 
 def select(request: SelectionRequest, matrix: Matrix | None = None) -> Selection:

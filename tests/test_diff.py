@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import oracle
-from oracle import Device, Environment, LayerSpec, SelectionRequest, explain, select
+from oracle import Deployment, Device, Environment, LayerSpec, SelectionRequest, explain, select
 from oracle.cli import main, parse_argv
 from oracle.diff import ABSENT, CandidateState, Outcome, SetupDiff, diff
 from oracle.errors import ConfigError, NoEligibleBackend, OracleError
@@ -220,7 +220,7 @@ def test_diff_properties():
                    if fa.get(n, ("absent", None)) != fb.get(n, ("absent", None))}
         assert set(_changes(d)) == changed
         assert set(d.changed_inputs) <= {f"layer.{k}" for k in LayerSpec.__slots__} | \
-            set(a.to_dict())
+            {f"deployment.{k}" for k in Deployment.__slots__} | set(a.to_dict())
         # swapping the sides swaps before and after, field by field
         s = diff(b, a)
         assert s.changed_inputs == {k: (new, old) for k, (old, new) in d.changed_inputs.items()}

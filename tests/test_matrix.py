@@ -137,12 +137,12 @@ def test_bundled_matrix_equals_a_fresh_tomllib_parse():
 
 def test_bundled_table_is_found_through_resources_when_not_a_plain_file(monkeypatch):
     from oracle.matrix import loader
-    on_disk = loader._bundled_text()
+    on_disk = loader.read_toml(None, loader._TABLE)
     def no_plain_file(*_args, **_kwargs):
         raise FileNotFoundError("inside a zip")
 
     monkeypatch.setattr(loader, "open", no_plain_file, raising=False)  # the loader's open only
-    assert loader._bundled_text() == on_disk
+    assert loader.read_toml(None, loader._TABLE) == on_disk
 
 
 def test_derived_values_are_precomputed_not_cached():

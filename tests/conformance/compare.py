@@ -16,8 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from oracle import (ActivationConflict, Device, Environment, LayerSpec, NoEligibleBackend,
-                    OracleError, Reason, SelectionRequest, UnknownBackend, select)
+from oracle import (ActivationConflict, ConfigError, Deployment, Device, Environment, LayerSpec,
+                    NoEligibleBackend, OracleError, Reason, SelectionRequest, UnknownBackend,
+                    select)
 
 #: The harness's library names -> the oracle's (``oracle.platforms.LIBRARIES``).
 LIBRARY_NAMES = {"flashinfer": "flashinfer", "triton_kernels": "triton_kernels",
@@ -30,6 +31,8 @@ ALWAYS_PRESENT = ("vllm_ops", "torch", "intel_xpu")
 
 #: vLLM's phrase for why a kernel refused -> the oracle reasons that say the same.
 REASON_PHRASES: tuple[tuple[str, frozenset[Reason]], ...] = (
+    ("LoRA", frozenset({Reason.LORA_UNSUPPORTED})),
+    ("routing method", frozenset({Reason.ROUTING_UNSUPPORTED})),
     ("current device", frozenset({Reason.ARCH_UNSUPPORTED, Reason.PLATFORM_UNSUPPORTED,
                                   Reason.LIBRARY_MISSING})),
     ("requires amd-quark", frozenset({Reason.LIBRARY_MISSING})),
@@ -50,19 +53,33 @@ def gpt_oss_layer(layer: dict) -> LayerSpec:
                      has_bias=layer["has_bias"])
 
 
+#: The DeepSeek-V4-Flash layer the harness asks vLLM's DeepSeek-V4 selector about.
+DEEPSEEK_V4_LAYER = LayerSpec(hidden_size=4096, intermediate_size=2048, num_experts=256,
+                              top_k=6, activation_fn="swiglu", has_bias=False)
+
+
 def request_for(case: Any, policy: str, layer: LayerSpec) -> SelectionRequest:
-    """The oracle request for a harness case (``case``: a Case or its dict)."""
+    """The oracle request for a harness case (``case``: a Case or its dict): the same
+    engine flags as a Deployment, the case's family and routing on the layer."""
     c = case if isinstance(case, dict) else dataclasses.asdict(case)
     from vllm_harness import LIBRARY_SETS
     libs = [LIBRARY_NAMES[name] for name in sorted(LIBRARY_SETS[c["libraries"]])]
     env = Environment({name: None for name in (*libs, *ALWAYS_PRESENT)})
-    tp = c.get("tp", 1)
-    if tp != 1:
-        layer = LayerSpec(**{**layer.to_dict(), "tp_size": tp})
+    family = c.get("family", "gpt-oss")
+    if family == "deepseek-v4":
+        layer = DEEPSEEK_V4_LAYER
+    if c.get("routing"):
+        layer = LayerSpec(**{**layer.to_dict(), "routing_method": c["routing"]})
+    deployment = Deployment(
+        tensor_parallel_size=c.get("tp", 1), data_parallel_size=c.get("dp", 1),
+        enable_expert_parallel=c.get("ep", False),
+        all2all_backend=c.get("all2all") or "allgather_reducescatter",
+        enable_eplb=c.get("eplb", False), enable_lora=c.get("lora", False))
     return SelectionRequest(
         activation=c["override"], checkpoint_activation=c["checkpoint_activation"],
         moe_backend=c["moe_backend"], device=Device.parse(c["arch"]), environment=env,
-        layer=layer, policy=policy)
+        layer=layer, policy=policy, deployment=deployment, family=family,
+        checkpoint=c.get("checkpoint"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,14 +89,17 @@ class Outcome:
     backend: str | None
     padded: tuple[int, int] | None = None
     fallback: bool = False
-    error: str | None = None  # "unknown_backend" | "conflict" | "activation" | "refused" | "none"
+    error: str | None = None  # "unknown_backend" | "conflict" | "activation" | "refused" |
+    #                           "none" | "config" (the deployment refused before/after the kernel)
+    kernel_class: str | None = None
     reasons: frozenset[Reason] | None = None  # vLLM: reasons its phrase allows / ours: the raised
     detail: str = ""
 
     def short(self) -> str:
         if self.backend:
             pad = f" pad {self.padded[0]}x{self.padded[1]}" if self.padded else ""
-            return f"{self.backend}{pad}{' (bf16 fallback)' if self.fallback else ''}"
+            cls = f" [{self.kernel_class}]" if self.kernel_class else ""
+            return f"{self.backend}{cls}{pad}{' (bf16 fallback)' if self.fallback else ''}"
         return f"error:{self.error}"
 
 
@@ -90,6 +110,17 @@ def _phrase_reasons(text: str) -> frozenset[Reason] | None:
     return None
 
 
+def _built_backend(answer: dict) -> str:
+    """The variant whose kernel runs.  compressed-tensors MXFP4 builds CutlassExpertsMxfp4
+    on SM10x but leaves its ``mxfp4_backend`` attribute at the MARLIN it starts from
+    (compressed_tensors_moe_w4a4_mxfp4.py:56-68): the experts class says which kernel
+    runs, so the answer names CUTLASS_MXFP4_MXFP4, the one variant built from that class."""
+    if answer.get("method") == "CompressedTensorsW4A4Mxfp4MoEMethod" and \
+            answer.get("experts_cls") == "CutlassExpertsMxfp4":
+        return "CUTLASS_MXFP4_MXFP4"
+    return answer["backend"]
+
+
 def vllm_outcome(answer: dict) -> Outcome:
     """vLLM's answer as the user meets it (KernelConfig first, then the oracle)."""
     if answer.get("kernel_config_error"):
@@ -97,8 +128,11 @@ def vllm_outcome(answer: dict) -> Outcome:
     err = answer.get("error")
     if err is None:
         warned = any("Falling back" in w for w in answer.get("warnings", []))
-        return Outcome(answer["backend"], tuple(answer["padded"]), warned)
+        return Outcome(_built_backend(answer), tuple(answer["padded"]), warned,
+                       kernel_class=answer.get("experts_cls"))
     msg = err["message"]
+    if err.get("phase") in ("parallel_config", "eplb"):
+        return Outcome(None, error="config", detail=msg[:200])
     if "is not supported for MXFP4 MoE" in msg:
         return Outcome(None, error="unknown_backend", detail=msg[:200])
     if "checkpoint declares MoE activation" in msg:
@@ -115,8 +149,10 @@ def vllm_outcome(answer: dict) -> Outcome:
     return Outcome(None, error=f"unexpected {err['type']}", detail=msg[:200])
 
 
-def oracle_outcome(request: SelectionRequest) -> tuple[Outcome, Any]:
+def oracle_outcome(request: SelectionRequest | ConfigError) -> tuple[Outcome, Any]:
     """The oracle's answer (and the Selection or the error)."""
+    if isinstance(request, ConfigError):  # the deployment itself was refused
+        return Outcome(None, error="config", detail=str(request)[:200]), request
     try:
         sel = select(request)
     except UnknownBackend as exc:
@@ -125,19 +161,25 @@ def oracle_outcome(request: SelectionRequest) -> tuple[Outcome, Any]:
         return Outcome(None, error="conflict", detail=str(exc)[:200]), exc
     except NoEligibleBackend as exc:
         return Outcome(None, error="none", detail=str(exc)[:200]), exc
+    except ConfigError as exc:
+        return Outcome(None, error="config", detail=str(exc)[:200]), exc
     except OracleError as exc:
         return Outcome(None, error=f"unexpected {type(exc).__name__}", detail=str(exc)[:200]), exc
-    return Outcome(sel.backend, sel.padded, sel.activation_fallback), sel
+    return Outcome(sel.backend, sel.padded, sel.activation_fallback,
+                   kernel_class=sel.kernel_class), sel
 
 
 def agrees(theirs: Outcome, ours: Outcome, ours_raw: Any) -> bool:
     """Same winner, padding and fallback warning; or both fail for the same reason."""
     if theirs.error is None:
-        return ours.error is None and (theirs.backend, theirs.padded, theirs.fallback) == (
+        same_class = theirs.kernel_class is None or ours.kernel_class is None or \
+            theirs.kernel_class == ours.kernel_class
+        return ours.error is None and same_class and (
+            theirs.backend, theirs.padded, theirs.fallback) == (
             ours.backend, ours.padded, ours.fallback)
     if ours.error is None:
         return False
-    if theirs.error in ("unknown_backend", "conflict"):
+    if theirs.error in ("unknown_backend", "conflict", "config"):
         return ours.error == theirs.error
     if not isinstance(ours_raw, NoEligibleBackend):
         return False
@@ -168,12 +210,27 @@ class Comparison:
         return self.agreeing / len(self.rows) if self.rows else 1.0
 
 
-def compare(table: Any, version: str, policy: str, layer: dict) -> Comparison:
+def _request_or_error(case: Any, policy: str, spec: LayerSpec) -> SelectionRequest | ConfigError:
+    try:
+        return request_for(case, policy, spec)
+    except ConfigError as exc:  # e.g. EPLB without expert parallelism
+        return exc
+
+
+def case_answers(table: Any, version: str) -> list[tuple[Any, dict]]:
+    """(case, vLLM's answer) for every case ``version`` ran."""
+    if hasattr(table, "pairs"):
+        return list(table.pairs(version))
+    return list(zip(table.cases, table.answers[version]))
+
+
+def compare(table: Any, version: str, policy: str, layer: dict,
+            cases: Iterable[tuple[Any, dict]] | None = None) -> Comparison:
     spec = gpt_oss_layer(layer)
     rows = []
-    for case, answer in zip(table.cases, table.answers[version]):
+    for case, answer in (case_answers(table, version) if cases is None else cases):
         theirs = vllm_outcome(answer)
-        ours, raw = oracle_outcome(request_for(case, policy, spec))
+        ours, raw = oracle_outcome(_request_or_error(case, policy, spec))
         rows.append((case, theirs, ours, agrees(theirs, ours, raw)))
     return Comparison(policy, version, rows)
 
@@ -185,8 +242,13 @@ def summarize(rows: Iterable[tuple[Any, Outcome, Outcome, bool]],
 
 
 def default_key(case: Any, theirs: Outcome, ours: Outcome) -> str:
+    axes = "".join(f" {k}={getattr(case, k)}" for k, default in (
+        ("dp", 1), ("ep", False), ("all2all", None), ("eplb", False), ("lora", False),
+        ("routing", None), ("family", "gpt-oss"), ("checkpoint", None))
+        if getattr(case, k, default) != default)
     return (f"{case.arch} {case.moe_backend} ovr={case.override} ckpt={case.checkpoint_activation} "
-            f"libs={case.libraries} tp={case.tp}: vllm {theirs.short()} ({theirs.detail[:60]}) / "
+            f"libs={case.libraries} tp={case.tp}{axes}: vllm {theirs.short()} "
+            f"({theirs.detail[:60]}) / "
             f"ours {ours.short()} ({ours.detail[:80]})")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import vllm_harness as H
-from compare import compare, default_key, summarize, table_lines
+from compare import case_answers, compare, default_key, summarize, table_lines
 from conftest import REPORT
 from divergences import DIVERGENCES, classify
 
@@ -34,9 +34,63 @@ POLICIES = {"vllm-0.33": "0.33.0", "vllm-0.22": "0.22.0"}
 def comparisons(vllm_table):
     out = {policy: compare(vllm_table, version, policy, H.GPT_OSS_20B_LAYER)
            for policy, version in POLICIES.items()}
-    out["strict"] = compare(vllm_table, "0.33.0", "strict", H.GPT_OSS_20B_LAYER)
+    # Strict's divergence classes are about the one-GPU grid; the deployment axes are
+    # proven under vllm-0.33 (strict applies the same experts-class records there).
+    out["strict"] = compare(vllm_table, "0.33.0", "strict", H.GPT_OSS_20B_LAYER,
+                            [(c, a) for c, a in case_answers(vllm_table, "0.33.0")
+                             if _axes(c) == "tp only"])
     REPORT[:] = table_lines(list(out.values()))
     return out
+
+
+def _axes(case) -> str:
+    """The deployment axes a case sets beyond TP (its row in the per-axis table)."""
+    parts = [name for name, on in (
+        ("ep", getattr(case, "ep", False)), ("dp2", getattr(case, "dp", 1) > 1),
+        ("deepep-ll", getattr(case, "all2all", None) == "deepep_low_latency"),
+        ("eplb", getattr(case, "eplb", False)), ("lora", getattr(case, "lora", False)),
+        ("routing", getattr(case, "routing", None) is not None),
+        ("deepseek-v4", getattr(case, "family", "gpt-oss") == "deepseek-v4"),
+        ("other-all2all", getattr(case, "all2all", None) not in (None, "deepep_low_latency")),
+        ("checkpoint", getattr(case, "checkpoint", None) is not None)) if on]
+    return "+".join(parts) or "tp only"
+
+
+def test_vllm_033_agrees_on_every_deployment_axis(comparisons):
+    c = comparisons["vllm-0.33"]
+    axes = [r for r in c.rows if _axes(r[0]) != "tp only"]
+    assert len(axes) >= 2000, len(axes)
+    per: dict[str, list[int]] = {}
+    for case, _, _, ok in axes:
+        for axis in _axes(case).split("+"):
+            per.setdefault(axis, [0, 0])
+            per[axis][0] += 1
+            per[axis][1] += ok
+    REPORT.append("vllm-0.33 agreement per deployment axis (cases with that axis on):")
+    REPORT.extend(f"  {axis:12s} {n:6d} cases {100 * k / n:7.2f}%"
+                  for axis, (n, k) in sorted(per.items()))
+    for axis in ("ep", "dp2", "deepep-ll", "eplb", "lora", "routing", "deepseek-v4"):
+        assert axis in per, f"no {axis} case in the grid"
+    assert all(ok for *_, ok in axes), "\n".join(summarize(axes, default_key, 25))
+
+
+def test_the_flag_choices_are_vllms_own():
+    """--all2all-backend and the routing methods: vLLM 0.33's literal and enum, read
+    from the wheel's source."""
+    import ast
+
+    from oracle.deployment import ALL2ALL_BACKENDS, ROUTING_METHODS
+    root = H.ensure_vllm_sources("0.33.0").root / "vllm"
+    tree = ast.parse((root / "config" / "parallel.py").read_text())
+    literal = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and getattr(node.targets[0], "id", None) == "All2AllBackend")
+    assert tuple(e.value for e in literal.slice.elts) == ALL2ALL_BACKENDS
+    tree = ast.parse((root / "model_executor" / "layers" / "fused_moe" / "config.py").read_text())
+    enum = next(node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                and node.name == "RoutingMethodType")
+    members = tuple(t.id for node in enum.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name))
+    assert members == ROUTING_METHODS
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
@@ -134,3 +188,40 @@ def test_quant_method_minimum_capability_is_vllms(vllm_table):
         meta = vllm_table.meta[version]["sm90"]
         for method, cap in release.min_capability:
             assert meta["quant_min_capability"][method] == cap, (version, method)
+
+
+def test_experts_class_records_equal_what_the_classes_answer(vllm_class_probe):
+    """Every experts class's monolithic / format / LoRA / parallel-config / routing
+    facts in matrix/vllm.toml, against the class asked directly on every parallel
+    config of the probe (built with vLLM's own FusedMoEParallelConfig.make)."""
+    from oracle import Deployment
+    from oracle.deployment import ROUTING_METHODS
+    release = RELEASES["0.33.0"]
+    wrong, checked = [], 0
+    for arch, per_arch in vllm_class_probe["0.33.0"].items():
+        for name, facts in per_arch.get("classes", {}).items():
+            ours = release.experts_class.get(name)
+            if ours is None:
+                wrong.append(f"{arch}: vLLM class {name} has no [experts_class] record")
+                continue
+            fmt = {"Standard": "standard", "BatchedExperts": "batched"}[facts["format"]]
+            if (facts["monolithic"], fmt, facts["lora"]) != (ours.monolithic, ours.format,
+                                                             ours.lora):
+                wrong.append(f"{name}: vLLM {facts['monolithic'], fmt, facts['lora']} / ours "
+                             f"{ours.monolithic, ours.format, ours.lora}")
+            routing = set(facts["routing"])
+            if routing != (set(ours.routing) or set(ROUTING_METHODS)):
+                wrong.append(f"{name}: routing vLLM {sorted(routing)} / ours {ours.routing}")
+            for key, accepted in facts["parallel"].items():
+                flags = H.PROBE_PARALLEL[key]
+                dep = Deployment(tensor_parallel_size=flags["tp"], data_parallel_size=flags["dp"],
+                                 enable_expert_parallel=flags["ep"],
+                                 all2all_backend=flags["all2all"] or "allgather_reducescatter",
+                                 enable_eplb=flags["eplb"])
+                refused = any(dep.holds(cond) for cond in ours.refuses)
+                checked += 1
+                if accepted == refused:
+                    wrong.append(f"{name} {key}: vLLM accepts={accepted} / ours refuses "
+                                 f"{[c for c in ours.refuses if dep.holds(c)]}")
+    assert checked > 100
+    assert not wrong, "\n".join(sorted(set(wrong))[:25])

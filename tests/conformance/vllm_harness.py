@@ -12,7 +12,13 @@ This module is the parent side of the conformance harness:
 * :func:`vllm_answers` -- run ``_vllm_worker.py`` once per arch, in parallel
   subprocesses with a bounded timeout, and return vLLM's answer for each case.
 * :func:`grid` -- the conformance grid (archs x backend names x override x
-  checkpoint activation x library sets).
+  checkpoint activation x library sets), answered by every version;
+* :func:`axes_grid` -- the deployment-axes cases (expert / data parallelism,
+  all2all backend, EPLB, LoRA, routing method, the DeepSeek-V4 layer), answered
+  by :data:`AXES_VERSIONS` (vLLM 0.33) only;
+* :func:`checkpoint_grid` -- the checkpoint-family cases (``Case.checkpoint``: the
+  layer's real quant method built as vLLM builds it for that checkpoint), also
+  :data:`AXES_VERSIONS` only.
 
 Only the sources and the dependency install are cached; answers are recomputed
 by vLLM's code on every call.  See README.md in this folder.
@@ -34,7 +40,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -147,6 +153,124 @@ PROBE_LAYERS: dict[str, dict] = {
 }
 
 
+#: The DeepSeek-V4-Flash MoE layer (hidden 4096, moe_intermediate_size 2048, 256
+#: routed experts, top-6, SiLU-gated experts without biases, "sqrtsoftplus"
+#: scoring with renormalisation -> vLLM's RoutingMethodType.DeepseekV4,
+#: fused_moe/config.py:135-146).  Its MXFP4 experts take Mxfp4MoEMethod
+#: (models/deepseek_v4/quant_config.py:227), whose __init__ calls
+#: select_deepseek_v4_mxfp4_moe_backend(moe) (quantization/mxfp4.py:577-580).
+#: Not modelled (the brief's layer): the model's swiglu_limit, float32 router
+#: logits and the hash-routed first layers (models/deepseek_v4/nvidia/model.py:424-447).
+DEEPSEEK_V4_FLASH_LAYER: dict = {
+    "hidden_size": 4096,
+    "intermediate_size": 2048,
+    "num_experts": 256,
+    "top_k": 6,
+    "activation": "silu",
+    "scoring_func": "sqrtsoftplus",
+    "renormalize": True,
+    "has_bias": False,
+    "dtype": "bfloat16",
+    "swiglu_alpha": None,
+    "swiglu_limit": None,
+}
+
+#: Model families a case can name: the layer, and the selection entry point
+#: vLLM's quant method calls for it (the worker dispatches on the name).
+FAMILIES: dict[str, dict] = {
+    "gpt-oss": GPT_OSS_20B_LAYER,            # GptOssMxfp4MoEMethod -> select_mxfp4_moe_backend
+    "deepseek-v4": DEEPSEEK_V4_FLASH_LAYER,  # Mxfp4MoEMethod -> select_deepseek_v4_mxfp4_moe_backend
+}
+
+#: vLLM releases whose harness runs the deployment axes (Case.ep / dp / all2all /
+#: eplb / lora / routing / family): ParallelConfig validation, vLLM's own
+#: FusedMoEParallelConfig.make(), the quant method's maybe_roundup_sizes.  Other
+#: versions answer only the default deployment (today's grid).
+AXES_VERSIONS: tuple[str, ...] = ("0.33.0",)
+
+#: Named parallel configurations the class probe asks every experts class's
+#: ``_supports_parallel_config`` about; the worker builds each with vLLM's
+#: ``FusedMoEParallelConfig.make(tp_size_=tp, pcp_size_=1, dp_size_=dp,
+#: sp_size_=1, ...)`` from these raw flags (no ParallelConfig validation: vLLM's
+#: ParallelConfig would rewrite "naive" to "allgather_reducescatter",
+#: config/parallel.py:536-542).  all2all None = vLLM's default
+#: ("allgather_reducescatter").  Keys are stable: the comparison side rebuilds
+#: each config from its flags.
+PROBE_PARALLEL: dict[str, dict] = {
+    "none": {"tp": 1, "dp": 1, "ep": False, "all2all": None, "eplb": False},
+    "tp2": {"tp": 2, "dp": 1, "ep": False, "all2all": None, "eplb": False},
+    "dp2": {"tp": 1, "dp": 2, "ep": False, "all2all": None, "eplb": False},
+    "ep-tp2": {"tp": 2, "dp": 1, "ep": True, "all2all": None, "eplb": False},
+    "ep-dp2-allgather_reducescatter": {"tp": 1, "dp": 2, "ep": True,
+                                       "all2all": "allgather_reducescatter", "eplb": False},
+    "ep-dp2-deepep_high_throughput": {"tp": 1, "dp": 2, "ep": True,
+                                      "all2all": "deepep_high_throughput", "eplb": False},
+    "ep-dp2-deepep_low_latency": {"tp": 1, "dp": 2, "ep": True,
+                                  "all2all": "deepep_low_latency", "eplb": False},
+    "ep-dp2-flashinfer_nvlink_two_sided": {"tp": 1, "dp": 2, "ep": True,
+                                           "all2all": "flashinfer_nvlink_two_sided",
+                                           "eplb": False},
+    "ep-dp2-flashinfer_nvlink_one_sided": {"tp": 1, "dp": 2, "ep": True,
+                                           "all2all": "flashinfer_nvlink_one_sided",
+                                           "eplb": False},
+    "ep-dp2-naive": {"tp": 1, "dp": 2, "ep": True, "all2all": "naive", "eplb": False},
+    "ep-tp2-eplb": {"tp": 2, "dp": 1, "ep": True, "all2all": None, "eplb": True},
+    "ep-dp2-eplb": {"tp": 1, "dp": 2, "ep": True, "all2all": None, "eplb": True},
+}
+
+#: The deployment-axes grid (vLLM 0.33 only, :func:`axes_grid`).
+AXES_ARCHS: tuple[str, ...] = TP_ARCHS
+AXES_TP_SIZES: tuple[int, ...] = (1, 2, 8)
+#: (enable_expert_parallel, data_parallel_size)
+AXES_PARALLEL: tuple[tuple[bool, int], ...] = ((False, 1), (True, 1), (True, 2), (False, 2))
+AXES_ALL2ALL: tuple[str | None, ...] = (None, "deepep_low_latency")
+AXES_OVERRIDES: tuple[str | None, ...] = (None, "mxfp8")
+AXES_ROUTING: tuple[str, ...] = ("DeepSeekV3",)
+DSV4_ARCHS: tuple[str, ...] = ("sm90", "sm100", "sm103", "sm120", "gfx942", "gfx950",
+                               "xpu", "cpu")
+DSV4_BACKENDS: tuple[str, ...] = TP_BACKENDS + ("deep_gemm",)
+DSV4_TP_SIZES: tuple[int, ...] = (1, 2)
+#: (enable_expert_parallel, data_parallel_size, all2all_backend)
+DSV4_PARALLEL: tuple[tuple[bool, int, str | None], ...] = (
+    (False, 1, None), (True, 2, None), (True, 2, "deepep_low_latency"))
+
+#: Checkpoint families (``Case.checkpoint``, vLLM 0.33 only: :data:`AXES_VERSIONS`) --
+#: the records of matrix/vllm.toml ``[release."0.33.0".checkpoint.NAME]``.  For such a
+#: case the worker builds the layer's REAL quant method (a FusedMoEMethodBase
+#: subclass) the way vLLM 0.33 does for that checkpoint and reads its
+#: ``mxfp4_backend`` / ``experts_cls`` (``_vllm_worker.CHECKPOINT_METHODS`` says how):
+#:
+#: ============================  ==============================================================
+#: gpt-oss-mxfp4                 GptOssMxfp4Config()._make_moe_method(moe) -> GptOssMxfp4MoEMethod
+#:                               (quantization/mxfp4.py:147-158)
+#: mxfp4                         Mxfp4Config()._make_moe_method(moe) -> Mxfp4MoEMethod(moe)
+#:                               (quantization/mxfp4.py:86-89, 549-580)
+#: deepseek-v4-fp8               Mxfp4MoEMethod(moe, activation_key=kMxfp8Dynamic), as
+#:                               models/deepseek_v4/quant_config.py:227 builds it
+#: quark-w-mxfp4(-a-fp8|-a-mxfp4) QuarkConfig.from_config(<checkpoint quantization_config>)
+#:                               .get_quant_method_target(prefix, RoutedExperts) ->
+#:                               QuarkMoEMethod.get_moe_method(...) -> QuarkOCP_MX_MoEMethod
+#:                               (quark/quark.py:240-265, quark_moe.py:221-242, 292-297, 1582-1675)
+#: online-mxfp4                  Mxfp4OnlineMoEMethod(moe=moe) (online/base.py:402,
+#:                               online/mxfp4.py:143-157)
+#: compressed-tensors-mxfp4      CompressedTensorsW4A4Mxfp4MoEMethod(moe)
+#:                               (compressed_tensors_moe.py:76-81; ..._w4a4_mxfp4.py:53-79)
+#: compressed-tensors-w4a8-fp8   CompressedTensorsW4A8Mxfp4MoEMethod(moe, activation_key=
+#:                               CompressedTensorsConfig._fp8_dynamic_input_key(<per-token
+#:                               dynamic FP8 QuantizationArgs>)) (compressed_tensors_moe.py:66-74)
+#: ============================  ==============================================================
+CHECKPOINTS: tuple[str, ...] = (
+    "gpt-oss-mxfp4", "mxfp4", "deepseek-v4-fp8", "quark-w-mxfp4", "quark-w-mxfp4-a-fp8",
+    "quark-w-mxfp4-a-mxfp4", "online-mxfp4", "compressed-tensors-mxfp4",
+    "compressed-tensors-w4a8-fp8")
+#: The layer family :func:`checkpoint_grid` gives each checkpoint (default gpt-oss-20b).
+CHECKPOINT_FAMILIES: dict[str, str] = {"mxfp4": "deepseek-v4", "deepseek-v4-fp8": "deepseek-v4"}
+CHECKPOINT_ARCHS: tuple[str, ...] = ("sm80", "sm90", "sm100", "sm103", "sm120", "gfx942",
+                                     "gfx950", "xpu", "cpu")
+CHECKPOINT_BACKENDS: tuple[str, ...] = TP_BACKENDS + ("b12x", "flashinfer_moe_ep_cutedsl")
+CHECKPOINT_OVERRIDES: tuple[str | None, ...] = (None, "mxfp8")
+
+
 class HarnessUnavailable(RuntimeError):
     """vLLM's sources or dependencies could not be fetched (e.g. no network).
 
@@ -167,7 +291,27 @@ class Case:
     override: str | None = None
     checkpoint_activation: str | None = None
     libraries: str = "all"  # a LIBRARY_SETS key
-    tp: int = 1  # tensor-parallel size (EP off, DP 1)
+    tp: int = 1  # --tensor-parallel-size
+    # Deployment axes (vLLM 0.33 only; the defaults are today's deployment):
+    ep: bool = False  # --enable-expert-parallel
+    dp: int = 1  # --data-parallel-size
+    all2all: str | None = None  # --all2all-backend (None: vLLM's default)
+    eplb: bool = False  # --enable-eplb
+    lora: bool = False  # --enable-lora (FusedMoEConfig.is_lora_enabled)
+    routing: str | None = None  # RoutingMethodType name overriding the layer's
+    family: str = "gpt-oss"  # a FAMILIES key
+    # A CHECKPOINTS name (vLLM 0.33 only): build the layer's real quant method the way
+    # vLLM does for that checkpoint family and read its choice; None = ask the
+    # family's selector directly (today's behaviour).
+    checkpoint: str | None = None
+
+    @property
+    def default_deployment(self) -> bool:
+        """True when no deployment axis departs from its default and no checkpoint
+        family is named (what every version answers)."""
+        return (not self.ep and self.dp == 1 and self.all2all is None and not self.eplb
+                and not self.lora and self.routing is None and self.family == "gpt-oss"
+                and self.checkpoint is None)
 
     def job_entry(self, idx: int) -> dict:
         return {
@@ -177,6 +321,14 @@ class Case:
             "checkpoint_activation": self.checkpoint_activation,
             "libraries": sorted(LIBRARY_SETS[self.libraries]),
             "tp": self.tp,
+            "ep": self.ep,
+            "dp": self.dp,
+            "all2all": self.all2all,
+            "eplb": self.eplb,
+            "lora": self.lora,
+            "routing": self.routing,
+            "family": self.family,
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -437,6 +589,61 @@ def grid(versions: Sequence[str] = VERSIONS, archs: Iterable[str] = ARCHS) -> li
     return cases
 
 
+#: all2all backends asked once more under EP with DP 2 (beyond AXES_ALL2ALL).
+AXES_OTHER_ALL2ALL: tuple[str, ...] = ("deepep_high_throughput", "flashinfer_nvlink_two_sided",
+                                       "flashinfer_nvlink_one_sided", "naive")
+
+
+def axes_grid(archs: Iterable[str] = ARCHS) -> list[Case]:
+    """The deployment-axes cases (vLLM 0.33 only, :data:`AXES_VERSIONS`), library
+    set "all", no checkpoint activation:
+
+    * gpt-oss-20b: AXES_ARCHS x TP {1, 2, 8} x (EP, DP) {(off, 1), (on, 1), (on, 2),
+      (off, 2)} x all2all {default, deepep_low_latency} x EPLB {off, on} x LoRA
+      {off, on} x TP_BACKENDS x override {none, mxfp8} -- every combination, also
+      those where an axis cannot matter (all2all without EP, EPLB without EP):
+      vLLM's answer proves it does not;
+    * routing DeepSeekV3 on the gpt-oss layer: AXES_ARCHS x TP_BACKENDS x override
+      (TP 1, DP 1, no EP);
+    * DeepSeek-V4-Flash: DSV4_ARCHS x (auto + TP_BACKENDS + deep_gemm) x TP {1, 2} x
+      (no EP / EP DP 2 / EP DP 2 deepep_low_latency) x override x LoRA.
+
+    ``archs`` filters (an arch outside these lists adds nothing)."""
+    archs = set(archs)
+    out: list[Case] = []
+    gpt = [a for a in AXES_ARCHS if a in archs]
+    for a, tp, (ep, dp), a2a, eplb, lora, b, o in itertools.product(
+            gpt, AXES_TP_SIZES, AXES_PARALLEL, AXES_ALL2ALL, (False, True), (False, True),
+            TP_BACKENDS, AXES_OVERRIDES):
+        out.append(Case(a, b, o, tp=tp, ep=ep, dp=dp, all2all=a2a, eplb=eplb, lora=lora))
+    for a, b, o, rm in itertools.product(gpt, TP_BACKENDS, AXES_OVERRIDES, AXES_ROUTING):
+        out.append(Case(a, b, o, routing=rm))
+    # The other all2all backends where they act (EP, DP 2): DeepEP high-throughput rounds
+    # the hidden size, the FlashInfer NVLink ones are refused by some classes, and the
+    # removed naive is replaced by the default.
+    for a, a2a, b, o in itertools.product(gpt, AXES_OTHER_ALL2ALL, TP_BACKENDS, AXES_OVERRIDES):
+        out.append(Case(a, b, o, ep=True, dp=2, all2all=a2a))
+    dsv4 = [a for a in DSV4_ARCHS if a in archs]
+    for a, b, tp, (ep, dp, a2a), o, lora in itertools.product(
+            dsv4, DSV4_BACKENDS, DSV4_TP_SIZES, DSV4_PARALLEL, AXES_OVERRIDES, (False, True)):
+        out.append(Case(a, b, o, tp=tp, ep=ep, dp=dp, all2all=a2a, lora=lora,
+                        family="deepseek-v4"))
+    return list(dict.fromkeys(out))
+
+
+def checkpoint_grid(archs: Iterable[str] = ARCHS) -> list[Case]:
+    """The checkpoint-family cases (vLLM 0.33 only, :data:`AXES_VERSIONS`): every
+    :data:`CHECKPOINTS` name x :data:`CHECKPOINT_ARCHS` x :data:`CHECKPOINT_BACKENDS` x
+    override {none, mxfp8}, library set "all", TP 1, no EP; the gpt-oss-20b layer, the
+    DeepSeek-V4-Flash layer (``family="deepseek-v4"``) for "mxfp4" and "deepseek-v4-fp8"
+    (:data:`CHECKPOINT_FAMILIES`).  ``archs`` filters."""
+    archs = set(archs)
+    return [Case(a, b, o, family=CHECKPOINT_FAMILIES.get(k, "gpt-oss"), checkpoint=k)
+            for k, a, b, o in itertools.product(
+                CHECKPOINTS, [a for a in CHECKPOINT_ARCHS if a in archs], CHECKPOINT_BACKENDS,
+                CHECKPOINT_OVERRIDES)]
+
+
 # --------------------------------------------------------------------------
 # Running vLLM
 # --------------------------------------------------------------------------
@@ -479,6 +686,9 @@ def _job(version: str, arch: str, cases: list[dict], src: Sources, deps: Path,
         "humming_stub_submodules": ["humming.layer"],
         "vendored_triton_kernels_api": src.manifest.get("vendored_triton_kernels_api"),
         "probe_classes": probe,
+        "deployment_axes": version in AXES_VERSIONS,
+        "family_layers": {k: v for k, v in FAMILIES.items() if k != "gpt-oss"},
+        "probe_parallel": PROBE_PARALLEL,
         "probe_layers": PROBE_LAYERS,
         "probe_library_sets": [{"name": k, "libraries": sorted(v)}
                                for k, v in PROBE_LIBRARY_SETS.items()],
@@ -559,7 +769,40 @@ def vllm_answers(version: str, cases: Sequence[Case], *, layer: dict | None = No
     ``warnings`` / ``infos`` / ``debug`` (vLLM's log records during that
     selection), ``helper_calls`` (which availability helpers vLLM consulted),
     ``kernel_config_error`` (None if vLLM's ``KernelConfig`` accepts the
-    ``--moe-backend`` name, else its error -- the oracle runs either way).
+    ``--moe-backend`` name, else its error -- the oracle runs either way),
+    ``routing_method`` (the RoutingMethodType name the FusedMoEConfig carried),
+    ``parallel`` (the FusedMoEParallelConfig: ``tp_size``, ``dp_size``,
+    ``ep_size``, ``use_ep``, ``all2all_backend``, ``enable_eplb``,
+    ``use_all2all_kernels``, ``use_batched_activation_format``),
+    ``class_trace`` (for the winning backend, ``[experts_class, reason or None]``
+    per class vLLM's is_supported_config was asked, in order, up to and including
+    the winner; None when vLLM raised before a backend stood), ``hidden_rounded``
+    (0.33: the hidden size after vLLM's all2all round-up, before MXFP4 padding --
+    3072 for 2880 under DeepEP low-latency; None on 0.22 and on errors).
+    On :data:`AXES_VERSIONS` also ``num_local_experts`` (vLLM's ExpertMapManager),
+    ``parallel_config_logs`` (ParallelConfig / expert-map log lines, kept out of
+    ``warnings`` / ``infos`` / ``debug``), ``supports_eplb`` (when EPLB is on and
+    a backend was selected).  ``error.phase`` is one of config, parallel_config,
+    moe_config, select, padding, eplb; ``error.wrapped_in`` names the pydantic
+    ValidationError vLLM's ParallelConfig wrapped the ValueError in.  An
+    ``eplb`` refusal keeps the backend the quant method had selected.
+    A case with ``checkpoint`` (0.33 only) is answered by the real quant method vLLM
+    builds for that checkpoint family: ``backend`` = its ``mxfp4_backend.name``,
+    ``experts_cls`` = ``experts_cls.__name__``, ``padded`` = its own
+    ``maybe_roundup_sizes``, and also ``method`` (the FusedMoEMethodBase subclass's
+    name), ``method_built`` (True: the class was constructed through the code path
+    vLLM uses, its ``__init__`` ran -- whether it returned or raised), ``method_key``
+    (the activation key the method was constructed with, or None),
+    ``selector_calls`` (each call the method's ``__init__`` made to
+    ``select_mxfp4_moe_backend`` / ``select_deepseek_v4_mxfp4_moe_backend``:
+    ``{"fn", "activation_key", "backend", "experts_cls"}`` -- ``backend`` None when it
+    raised), ``method_flags`` (the method's own flags that steer its kernel beside
+    ``mxfp4_backend``, e.g. ``use_cutlass_mxfp4``, ``ocp_mx_scheme``),
+    ``padding_from`` (the class whose ``maybe_roundup_sizes`` ran: the base class
+    ``FusedMoEMethodBase`` = the all2all round-up only, no MXFP4 padding) and
+    ``supports_eplb`` (always).  ``class_trace`` is that of the selector call when the
+    method made exactly one, else None.  ``error.phase`` "method": the method's
+    ``__init__`` raised (a selector's own error included).
     ``meta`` (optional dict) receives per-arch worker metadata and timings.
     """
     src = ensure_vllm_sources(version)
@@ -571,6 +814,20 @@ def vllm_answers(version: str, cases: Sequence[Case], *, layer: dict | None = No
             raise ValueError(f"unknown arch {c.arch!r}; known: {sorted(ARCHS)}")
         if c.libraries not in LIBRARY_SETS:
             raise ValueError(f"unknown library set {c.libraries!r}; known: {sorted(LIBRARY_SETS)}")
+        if c.family not in FAMILIES:
+            raise ValueError(f"unknown family {c.family!r}; known: {sorted(FAMILIES)}")
+        if not c.default_deployment and version not in AXES_VERSIONS:
+            raise ValueError(f"vLLM {version}'s harness runs no deployment axes and no "
+                             f"checkpoint families (AXES_VERSIONS={AXES_VERSIONS}): {c}")
+        if c.family != "gpt-oss" and c.checkpoint_activation is not None:
+            raise ValueError(f"{c.family} takes no checkpoint activation "
+                             f"(select_deepseek_v4_mxfp4_moe_backend has none): {c}")
+        if c.checkpoint is not None:
+            if c.checkpoint not in CHECKPOINTS:
+                raise ValueError(f"unknown checkpoint {c.checkpoint!r}; known: {CHECKPOINTS}")
+            if c.checkpoint_activation is not None:
+                raise ValueError(f"a checkpoint case takes its activation key from the "
+                                 f"checkpoint's quant method, not checkpoint_activation: {c}")
         by_arch.setdefault(c.arch, []).append((i, c))
     job_list = [_job(version, arch, [c.job_entry(i) for i, c in items], src, deps, layer)
                 for arch, items in by_arch.items()]
@@ -594,41 +851,67 @@ def vllm_answers(version: str, cases: Sequence[Case], *, layer: dict | None = No
 
 @dataclasses.dataclass
 class AnswerTable:
-    """vLLM's answers for ``cases``, per version (``answers[v][i]`` answers
-    ``cases[i]``), plus per-arch worker metadata (``meta[v][arch]``)."""
+    """vLLM's answers, per version.
+
+    ``cases`` is the common grid (every version ran it, in this order);
+    ``version_cases[v]`` is what version ``v`` ran -- ``cases`` first, then (on
+    :data:`AXES_VERSIONS`) the deployment-axes cases and the checkpoint cases -- and ``answers[v][i]``
+    answers ``version_cases[v][i]`` (so ``zip(cases, answers[v])`` pairs the common
+    grid).  ``meta[v][arch]``: per-arch worker metadata."""
 
     cases: list[Case]
     answers: dict[str, list[dict]]
     meta: dict[str, dict[str, dict]]
     seconds: dict[str, float]
+    version_cases: dict[str, list[Case]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._index = {c: i for i, c in enumerate(self.cases)}
+        for v in self.answers:
+            self.version_cases.setdefault(v, list(self.cases))
+        self._index = {v: {c: i for i, c in enumerate(cs)}
+                       for v, cs in self.version_cases.items()}
+
+    def cases_for(self, version: str) -> list[Case]:
+        """Every case ``version`` ran, in answer order."""
+        return self.version_cases[version]
+
+    def pairs(self, version: str) -> Iterator[tuple[Case, dict]]:
+        """(case, answer) for every case ``version`` ran."""
+        return zip(self.version_cases[version], self.answers[version])
 
     def answer(self, version: str, case: Case) -> dict:
         try:
-            return self.answers[version][self._index[case]]
+            return self.answers[version][self._index[version][case]]
         except KeyError:
             raise KeyError(f"no vLLM {version} answer for {case}") from None
 
     def where(self, version: str, **fields) -> list[dict]:
-        """Answers whose case matches every ``field=value`` given."""
-        return [a for c, a in zip(self.cases, self.answers[version])
+        """Answers of ``version`` whose case matches every ``field=value`` given."""
+        return [a for c, a in zip(self.version_cases[version], self.answers[version])
                 if all(getattr(c, k) == v for k, v in fields.items())]
 
 
 def answer_table(versions: Sequence[str] = VERSIONS,
-                 cases: Sequence[Case] | None = None) -> AnswerTable:
+                 cases: Sequence[Case] | None = None,
+                 axes_cases: Sequence[Case] | None = None,
+                 checkpoint_cases: Sequence[Case] | None = None) -> AnswerTable:
     """Run vLLM (every version in ``versions``) on ``cases`` (default: the full
-    :func:`grid`)."""
+    :func:`grid`), plus, on :data:`AXES_VERSIONS` only, ``axes_cases`` (default:
+    :func:`axes_grid`; pass ``[]`` for none) and then ``checkpoint_cases`` (default:
+    :func:`checkpoint_grid`; ``[]`` for none), less those already in ``cases``."""
     cases = list(grid(versions) if cases is None else cases)
-    answers, meta, seconds = {}, {}, {}
+    axes = list(axes_grid() if axes_cases is None else axes_cases)
+    axes += list(checkpoint_grid() if checkpoint_cases is None else checkpoint_cases)
+    common = set(cases)
+    axes = [c for c in dict.fromkeys(axes) if c not in common]
+    answers, meta, seconds, version_cases = {}, {}, {}, {}
     for v in versions:
         t0 = time.monotonic()
         meta[v] = {}
-        answers[v] = vllm_answers(v, cases, meta=meta[v])
+        version_cases[v] = cases + (axes if v in AXES_VERSIONS else [])
+        answers[v] = vllm_answers(v, version_cases[v], meta=meta[v])
         seconds[v] = round(time.monotonic() - t0, 1)
-    return AnswerTable(cases, answers, meta, seconds)
+    return AnswerTable(cases, answers, meta, seconds, version_cases)
 
 
 def vllm_meta(version: str, arch: str) -> dict:
@@ -661,13 +944,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("versions", nargs="*", default=list(VERSIONS))
     p.add_argument("--out", default=None)
     p.add_argument("--arch", action="append", default=None)
+    p.add_argument("--no-axes", action="store_true",
+                   help="no deployment-axes cases")
+    p.add_argument("--no-checkpoints", action="store_true",
+                   help="no checkpoint-family cases")
     args = p.parse_args(argv)
     t0 = time.monotonic()
     installs = {v: install_info(v) for v in args.versions}
-    cases = grid(VERSIONS, args.arch or list(ARCHS))
-    table = answer_table(args.versions, cases)
+    archs = args.arch or list(ARCHS)
+    cases = grid(VERSIONS, archs)
+    ckpt = [] if args.no_checkpoints else checkpoint_grid(archs)
+    table = answer_table(args.versions, cases, [] if args.no_axes else axes_grid(archs), ckpt)
     for v in args.versions:
-        print(f"vLLM {v}: {len(cases)} cases in {table.seconds[v]:.1f}s", file=sys.stderr)
+        n = len(table.cases_for(v))
+        k = len(ckpt) if v in AXES_VERSIONS else 0
+        print(f"vLLM {v}: {n} cases ({n - len(cases) - k} deployment-axes, {k} checkpoint) "
+              f"in {table.seconds[v]:.1f}s", file=sys.stderr)
     if args.out:
         Path(args.out).write_text(json.dumps({
             v: {"answers": table.answers[v], "meta": table.meta[v], "install": installs[v],

@@ -232,7 +232,13 @@ def rejection_names_offender(request: SelectionRequest, backend: str, reason: Re
     elif reason is Reason.BIAS_UNSUPPORTED:
         ok = layer is not None and bool(layer.has_bias) and "bias" in detail
     elif reason is Reason.PARALLELISM_UNSUPPORTED:
-        ok = layer is not None and "ep_size" in detail and _shows(layer.ep_size, detail)
+        # a row's own EP flag names ep_size; an experts class names the deployment
+        ok = (layer is not None and "ep_size" in detail and _shows(layer.ep_size, detail)) \
+            or request.parallel.describe() in detail
+    elif reason is Reason.ROUTING_UNSUPPORTED:
+        ok = "routing method" in detail
+    elif reason is Reason.LORA_UNSUPPORTED:
+        ok = request.parallel.enable_lora and "LoRA" in detail
     elif reason is Reason.NOT_AUTO_SELECTABLE:
         ok = row.name.lower() in detail
     else:  # pragma: no cover - a new reason needs a rule here

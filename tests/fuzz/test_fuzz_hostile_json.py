@@ -35,7 +35,7 @@ from oracle.cli import main, parse_argv
 from oracle.config import QuantizationConfigArgs, load_json, resolve_quantization_config
 from oracle.errors import MatrixError
 from oracle.matrix import load_matrix
-from oracle.matrix.loader import _bundled_text
+from oracle.matrix.loader import bundled_text
 from oracle.model import checkpoint_quant, layer_from_config, load_model_config
 
 _MUST_REFUSE = {"dup", "huge_int"}
@@ -223,7 +223,7 @@ def test_model_config_json_file(tmp_path):
 
 # ------------------------------------------------------------------ the matrix text (TOML)
 
-_TABLE = _bundled_text()
+_TABLE = bundled_text()
 _LINES = _TABLE.splitlines()
 _ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*)$")
 _ASSIGNMENTS = [i for i, line in enumerate(_LINES) if _ASSIGN.match(line)]

@@ -162,8 +162,9 @@ def test_adapter_options_validated():
     expect(KernelInputError, "module", A.CutlassW4A16Sm90Adapter, module="fast")
     expect(KernelInputError, "max_num_tokens", A.CutlassW4A16Sm90Adapter, max_num_tokens=0)
     expect(KernelInputError, "act", A.TrtllmMxfp4Adapter, act="fp8")
-    # TRT-LLM W4A16 runs the gpt-oss SwiGLU only (matrix row activation_fns)
-    expect(KernelInputError, "activation", A.TrtllmMxfp4Adapter, act="bf16", activation=SILU_SWIGLU)
+    # TRT-LLM W4A16 takes FlashInfer's SwiGLU class, gpt-oss or plain (matrix row
+    # activation_fns, as FlashInfer's supported_activation_classes_by_quant says)
+    A.TrtllmMxfp4Adapter(act="bf16", activation=SILU_SWIGLU)
 
 
 def test_prepare_rejects_non_weights():

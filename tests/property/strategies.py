@@ -12,7 +12,8 @@ from packaging.version import Version
 
 from oracle.keys import BF16, KEY_CONSTANTS, kMxfp4Static
 from oracle.matrix import ARCHS_IN_SCOPE, MATRIX
-from oracle import Device, Environment, LayerSpec, SelectionRequest
+from oracle import Deployment, Device, Environment, LayerSpec, SelectionRequest
+from oracle.deployment import ALL2ALL_BACKENDS, MODEL_FAMILIES, ROUTING_METHODS
 from oracle.platforms import LIBRARIES
 
 #: Every quant-key constant, in a stable order.
@@ -124,6 +125,7 @@ _LAYER_FIELD_STRATEGIES = {
     "has_bias": st.none() | st.booleans(),
     "ep_size": st.none() | st.sampled_from((1, 2, 4, 8)),
     "tp_size": st.none() | st.sampled_from((1, 2, 4, 8)),
+    "routing_method": st.none() | st.sampled_from(ROUTING_METHODS),
 }
 
 
@@ -133,10 +135,40 @@ def layer_specs(draw) -> LayerSpec:
     values = {name: draw(strategy) for name, strategy in _LAYER_FIELD_STRATEGIES.items()}
     if values["top_k"] is not None and values["num_experts"] is not None:
         values["top_k"] = min(values["top_k"], values["num_experts"])
+    if (values["ep_size"] or 1) > 1:  # an expert-parallel layer is not also tensor-parallel
+        values["tp_size"] = None
     return LayerSpec(**values)
 
 
 layers = st.one_of(st.none(), layer_specs())
+
+
+@st.composite
+def deployment_values(draw) -> Deployment:
+    """A valid Deployment: any parallel layout, all2all backend, LoRA; EPLB only where
+    vLLM's ParallelConfig allows it (EP with more than one GPU)."""
+    tp = draw(st.sampled_from((1, 2, 8)))
+    dp = draw(st.sampled_from((1, 2)))
+    ep = draw(st.booleans())
+    return Deployment(tensor_parallel_size=tp, data_parallel_size=dp, enable_expert_parallel=ep,
+                      all2all_backend=draw(st.sampled_from(ALL2ALL_BACKENDS)),
+                      enable_eplb=ep and tp * dp > 1 and draw(st.booleans()),
+                      enable_lora=draw(st.booleans()))
+
+
+#: Mostly the one-GPU default (today's requests), else any deployment.
+deployments = st.one_of(st.just(Deployment()), st.just(Deployment()), st.just(Deployment()),
+                        deployment_values())
+#: Mostly gpt-oss (every policy has its rules), sometimes another family.
+families = st.one_of(st.just("gpt-oss"), st.just("gpt-oss"), st.just("gpt-oss"),
+                     st.sampled_from(MODEL_FAMILIES))
+
+
+def _with_deployment(layer, deployment: Deployment):
+    """A layer that agrees with ``deployment`` (its shard sizes come from it)."""
+    if deployment.is_default or layer is None:
+        return layer
+    return layer.__class__(**{**layer.to_dict(), "tp_size": None, "ep_size": None})
 
 # ---------------------------------------------------------------- requests
 
@@ -156,10 +188,13 @@ def requests(draw, moe_backend=backend_names, weight=weights, activation=activat
         checkpoint = draw(_checkpoints)
     else:
         checkpoint = override if draw(st.booleans()) else None
+    deployment = draw(deployments)
     return SelectionRequest(
         weight=draw(weight), activation=override, checkpoint_activation=checkpoint,
         moe_backend=draw(moe_backend), device=draw(device), environment=draw(environment),
-        layer=draw(layer), allow_activation_fallback=draw(st.booleans()),
+        layer=_with_deployment(draw(layer), deployment),
+        allow_activation_fallback=draw(st.booleans()), deployment=deployment,
+        family=draw(families),
     )
 
 
@@ -239,7 +274,7 @@ any_requests = st.one_of(fitting_requests(), likely_requests, requests())
 
 #: Like any_requests, but always with a LayerSpec (whose fields may still be unknown).
 layered_requests = st.tuples(any_requests, layer_specs()).map(
-    lambda pair: pair[0].with_(layer=pair[1]))
+    lambda pair: pair[0].with_(layer=_with_deployment(pair[1], pair[0].deployment)))
 
 # ---------------------------------------------------------------- helpers shared by the properties
 

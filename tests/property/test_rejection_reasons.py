@@ -12,6 +12,9 @@ DESIGN_REASONS = {
     # Not in the design card's list: a kernel that cannot apply expert biases is a
     # reason of its own (CUTLASS_MXFP4_MXFP4 implements SwiGLU-OAI but drops biases).
     "bias_unsupported",
+    # Deployment axes: an experts class that refuses the layer's routing method, or
+    # LoRA (vLLM's modular_kernel.py:612-615, 631-632).
+    "routing_unsupported", "lora_unsupported",
 }
 
 # any_requests are well formed: explain() never raises on them, select() raises
