@@ -416,7 +416,7 @@ def parse_matrix(doc: Mapping[str, Any]) -> Matrix:
             raise MatrixError(r.name, "name", "unique across rows", "a duplicate row name")
         if r.rank in by_rank:
             raise MatrixError(r.name, "rank", "unique across rows",
-                              f"{r.rank} (also {by_rank[r.rank].name})")
+                              f"{str(r.rank)[:_SHOWN]} (also {by_rank[r.rank].name})")
         by_name[r.name] = by_rank[r.rank] = r
     for alias, members in d.names.items():
         for m in members:

@@ -233,7 +233,15 @@ def parse_argv(argv: Sequence[str]) -> CliArgs:
             rest.append(tok)
         i += 1
     parser = build_parser()
-    opts, extras = parser.parse_known_args(rest)
+    try:
+        opts, extras = parser.parse_known_args(rest)
+    except ConfigError as exc:
+        # argparse's own message can name a fragment of a token (``-ep=x`` is read as
+        # short flags); say which arguments it was given.
+        if any(tok and tok in str(exc.got) for tok in rest):
+            raise
+        raise ConfigError(exc.what, exc.constraint, f"{exc.got} in {shown(rest)[:120]}",
+                          exc.fix) from None
     if extras:
         raise _unknown_arguments(parser, opts.command, extras)
     for name, value in vars(opts).items():  # argparse yields [] for e.g. --device=--
