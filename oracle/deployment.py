@@ -22,7 +22,7 @@ from typing import Any, Final
 from oracle.errors import ConfigError, shown
 
 __all__ = ["ALL2ALL_BACKENDS", "CONDITIONS", "DEEPEP_LL_HIDDEN_SIZES", "DEFAULT_ALL2ALL",
-           "Deployment", "MODEL_FAMILIES",
+           "Deployment", "MODEL_FAMILIES", "parse_family",
            "ROUTING_METHODS", "parse_choice"]
 
 #: vLLM 0.33's ``All2AllBackend`` literal (config/parallel.py:45-60), in its order; the
@@ -55,6 +55,12 @@ _BF16_BYTES: Final = 2
 
 #: Model families, each with its own vLLM selector (matrix/vllm.toml ``family``).
 MODEL_FAMILIES: Final = ("gpt-oss", "deepseek-v4")
+
+
+def parse_family(value: Any, what: str = "family") -> str:
+    """A model family; ``gpt_oss`` / ``deepseek_v4`` (the model_type spelling) accepted."""
+    key = value.strip().lower().replace("_", "-") if isinstance(value, str) else value
+    return parse_choice(what, key, MODEL_FAMILIES, "--model-family gpt-oss")
 
 
 def parse_choice(what: str, value: Any, choices: tuple[str, ...], fix: str) -> str:

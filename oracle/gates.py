@@ -190,7 +190,9 @@ def _bias(row: Any, g: GateInput) -> GateVerdict:
 
 def _parallelism(row: Any, g: GateInput) -> GateVerdict:
     layer = g.request.layer
-    ep = layer.ep_size if layer is not None else None
+    # the deployment's expert parallelism, else the layer's own ep_size (None: unknown)
+    dep = g.request.parallel
+    ep = dep.ep_size if dep.use_ep else layer.ep_size if layer is not None else None
     if ep is None:
         return _class_gate(Reason.PARALLELISM_UNSUPPORTED)(row, g)
     if ep > 1 and not row.expert_parallel:

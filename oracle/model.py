@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from oracle.config import QuantizationConfigArgs, load_json, resolve_quantization_config
-from oracle.deployment import DEFAULT_ALL2ALL, MODEL_FAMILIES, Deployment, parse_choice
+from oracle.deployment import DEFAULT_ALL2ALL, Deployment, parse_family
 from oracle.errors import ConfigError, escape, shown
 from oracle.files import read_regular_file, resolve_inside, user_path
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, Unset, canonical_name,
@@ -177,7 +177,7 @@ def _model_family(cfg: Mapping[str, Any], label: str = "config.json",
     config's ``model_type``; a type no family claims is the gpt-oss path (vLLM's
     generic MXFP4 config would take it), unless it is DeepSeek-V4 by architecture."""
     if explicit is not None:
-        return parse_choice("model_family", explicit, MODEL_FAMILIES, "--model-family gpt-oss")
+        return parse_family(explicit, "model_family")
     model_type = cfg.get("model_type")
     family = FAMILY_BY_MODEL_TYPE.get(model_type) if isinstance(model_type, str) else None
     if family is None:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from oracle.deployment import MODEL_FAMILIES, ROUTING_METHODS, Deployment, parse_choice
+from oracle.deployment import ROUTING_METHODS, Deployment, parse_family
 from oracle.errors import ConfigError, shown
 from oracle.keys import (BF16, UNSET, Bf16Marker, QuantKey, canonical_name, kMxfp4Static,
                          parse_quant_key, suggest)
@@ -326,7 +326,7 @@ class SelectionRequest:
         self._check_rank()
         _check_field("deployment", self.deployment, (Deployment,),
                      "a Deployment (oracle.Deployment(tensor_parallel_size=2))")
-        parse_choice("family", self.family, MODEL_FAMILIES, "--model-family gpt-oss")
+        object.__setattr__(self, "family", parse_family(self.family))
         if self.checkpoint is not None and not (
                 isinstance(self.checkpoint, str) and self.checkpoint.isascii()
                 and self.checkpoint.replace("-", "").isalnum()):
@@ -397,6 +397,10 @@ class SelectionRequest:
                                   "--rank measured --profile bundled --batch-tokens 16")
 
     def with_(self, **changes: Any) -> SelectionRequest:
+        """A copy with ``changes``; a new deployment re-derives the layer's shard sizes
+        (the old ones came from the old deployment, or stood for it)."""
+        if "deployment" in changes and "layer" not in changes and self.layer is not None:
+            changes["layer"] = replace(self.layer, tp_size=None, ep_size=None)
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -190,6 +190,7 @@ def test_the_family_comes_from_model_type_or_the_flag():
     forced = select_for_model("gpt-oss-20b", device="sm100", model_family="deepseek-v4",
                               environment=Environment.assume_all()).request
     assert forced.family == "deepseek-v4"
+    assert SelectionRequest(family="deepseek_v4").family == "deepseek-v4"  # model_type spelling
     with pytest.raises(ConfigError) as err:
         select_for_model("gpt-oss-20b", device="sm100", model_family="llama")
     assert err.value.what == "model_family"

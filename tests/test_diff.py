@@ -193,7 +193,10 @@ _one_change = st.one_of(
     any_requests.map(lambda r: {"device": r.device}),
     any_requests.map(lambda r: {"environment": r.environment}),
     any_requests.map(lambda r: {"moe_backend": r.moe_backend}),
-    any_requests.map(lambda r: {"layer": r.layer}),
+    # a layer from another request, its shard sizes left to the deployment
+    any_requests.map(lambda r: {"layer": r.layer if r.layer is None else r.layer.__class__(
+        **{**r.layer.to_dict(), "tp_size": None, "ep_size": None})}),
+    any_requests.map(lambda r: {"deployment": r.deployment}),
     _policies.map(lambda p: {"policy": p}),
 )
 _pairs = st.one_of(

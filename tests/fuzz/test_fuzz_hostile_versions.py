@@ -115,7 +115,7 @@ def _refusal(exc: BaseException, lib: str) -> None:
 def test_versions_on_every_entry_point():
     hostile = Floor("a non-ASCII digit, a huge number, a pre/post/dev/local form or junk", 0.3)
     refused = Floor("a refusal naming libraries.<lib>", 0.3)
-    accepted = Floor("an accepted version", 0.1)
+    accepted = Floor("an accepted version", 0.05)
     non_ascii = Floor("a refused non-ASCII digit", 0.05)
     huge = Floor("a refused 4000-6000 digit number", 0.05)
 

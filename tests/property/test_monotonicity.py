@@ -93,7 +93,7 @@ def test_upgrading_a_library_never_removes_an_eligible_result():
     """Raising an installed version (pre-release -> release -> post-release, or to
     "any version") never removes an eligible result."""
     hits = NonTrivial("a stated version was raised", 0.8)
-    gate_hits = NonTrivial("the raise let a version-gated candidate through", 0.03)
+    gate_hits = NonTrivial("the raise let a version-gated candidate through", 0.01)
 
     @given(st.one_of(version_gated_requests(), any_requests), st.data())
     def check(request, data):
@@ -123,8 +123,11 @@ def test_forgetting_a_layer_fact_never_removes_an_eligible_result():
     @given(st.one_of(any_requests, layered_requests), st.data())
     def check(request, data):
         assume(request.layer is not None)  # no layer: no fact to forget
+        # tp_size / ep_size are the deployment's (a request with them forgotten is
+        # another deployment, not a vaguer layer)
         known = [f.name for f in dataclasses.fields(request.layer)
-                 if getattr(request.layer, f.name) is not None]
+                 if getattr(request.layer, f.name) is not None
+                 and f.name not in ("tp_size", "ep_size")]
         assume(known)  # a blank layer: no fact to forget
         name = data.draw(st.sampled_from(known))
         vaguer = request.with_(layer=dataclasses.replace(request.layer, **{name: None}))
@@ -138,7 +141,7 @@ def test_forgetting_a_layer_fact_never_removes_an_eligible_result():
 
 
 def test_no_layer_equals_a_blank_layer():
-    hits = NonTrivial("something eligible", 0.15)
+    hits = NonTrivial("something eligible", 0.08)
 
     @given(any_requests)
     def check(request):
