@@ -233,6 +233,9 @@ class Checkpoint:
         _list_of(_row_name, "a list of variant names", non_empty=False), ())
     oracle_names: tuple[str, ...] = _spec(
         _list_of(_snake, "a list of --moe-backend names", non_empty=False), ())
+    #: variants with which the method supports EPLB although ``supports_eplb`` is false
+    eplb_variants: tuple[str, ...] = _spec(
+        _list_of(_row_name, "a list of variant names", non_empty=False), ())
 
 
 def _checkpoints(row: str, key: str, value: Any) -> dict[str, Checkpoint]:
@@ -355,9 +358,10 @@ def _check_release(label: str, r: Release, rows: Mapping[str, Any] | None) -> No
             _fail(where, "selector", "a family of this release, or own", ck.selector)
         if (ck.selector == "own") != bool(ck.own_order):
             _fail(where, "own_order", "given exactly when selector is own", ck.own_order)
-        for name in ck.own_order:
-            if name not in r.variant:
-                _fail(where, "own_order", "variants of this release", name)
+        for key, names in (("own_order", ck.own_order), ("eplb_variants", ck.eplb_variants)):
+            for name in names:
+                if name not in r.variant:
+                    _fail(where, key, "variants of this release", name)
         for name in ck.oracle_names:
             if name not in r.names:
                 _fail(where, "oracle_names", "names listed under [names]", name)

@@ -153,7 +153,10 @@ class Deployment:
 
     def layer_hidden(self, hidden: int) -> int:
         """The hidden size the MoE layer is built with under this all2all dispatch
-        (DeepEP rounds it up; others keep it); a ConfigError past DeepEP LL's largest."""
+        (DeepEP rounds it up; others keep it); a ConfigError past DeepEP LL's largest.
+        A non-positive size is returned as is (the shape gate reports it)."""
+        if hidden <= 0:
+            return hidden
         if self.use_all2all_kernels and self.all2all == "deepep_low_latency":
             for size in DEEPEP_LL_HIDDEN_SIZES:
                 if size >= hidden:

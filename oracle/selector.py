@@ -40,8 +40,9 @@ from oracle.matrix import MATRIX, Matrix, Row
 from oracle.platforms import SCOPE_DEVICES, Device
 from oracle.request import Environment, SelectionRequest, normalize_backend_name
 from oracle.selection import Rejection, Selection, Verdict
-from oracle.vllm_rules import (check_backend_flag, checkpoint_for, evaluate_vllm, family_for,
-                               pick_class, release_for, routing_for)
+from oracle.vllm_rules import (check_backend_flag, checkpoint_for, classes_verdict,
+                               evaluate_vllm, family_for, pick_class, pinned_lora_refusal,
+                               release_for, routing_for)
 
 __all__ = ["select", "explain", "evaluate", "decide_group", "resolve_backend_name",
            "resolve_activation", "Evaluation", "cache_clear", "cache_info"]
@@ -113,9 +114,8 @@ def _padded(row: Row, request: SelectionRequest) -> tuple[int, int] | None:
     if layer is None or layer.hidden_size is None or layer.intermediate_size is None:
         return None
     h, i = row.alignment(request.device.platform)
-    hidden = request.parallel.layer_hidden(layer.hidden_size) if layer.hidden_size > 0 \
-        else layer.hidden_size
-    return round_up(hidden, h), round_up(layer.per_rank_intermediate, i)
+    return round_up(request.parallel.layer_hidden(layer.hidden_size), h), \
+        round_up(layer.per_rank_intermediate, i)
 
 
 
@@ -155,14 +155,8 @@ def _strict_class_verdict(release, row: Row, request: SelectionRequest, pinned: 
             return no(Reason.LORA_UNSUPPORTED, True, "no vLLM experts class with LoRA support "
                       "runs this kernel")
         return ok()
-    if pinned and request.parallel.enable_lora and v.pinned_lora_refused:
-        return no(Reason.LORA_UNSUPPORTED, True, f"vLLM: {v.pinned_lora_refused}")
-    pick = pick_class(release, row.name, request, pinned, routing)
-    if pick.chosen is not None:
-        return ok()
-    return no(pick.passed[-1][1], request.parallel.describe(),
-              f"its experts classes refuse the deployment ({request.parallel.describe()}): "
-              + "; ".join(f"{cls} {why}" for cls, _, why in pick.passed))
+    return pinned_lora_refusal(v, request, pinned) or \
+        classes_verdict(release, row.name, request, pinned, routing)
 
 
 def _evaluate(request: SelectionRequest, matrix: Matrix) -> Evaluation:

@@ -35,7 +35,8 @@ from oracle.platforms import arch_platform
 from oracle.request import SelectionRequest, normalize_backend_name
 
 __all__ = ["ClassPick", "VllmOutcome", "check_backend_flag", "check_deployment", "checkpoint_for",
-           "evaluate_vllm", "family_for", "pick_class", "release_for", "routing_for"]
+           "classes_verdict", "evaluate_vllm", "family_for", "pick_class", "pinned_lora_refusal",
+           "release_for", "routing_for"]
 
 
 def release_for(policy: str) -> Release:
@@ -135,12 +136,12 @@ def _verdict(v: Variant, row: Row, req: SelectionRequest, release: Release | Non
              pinned: bool = False, routing: str = "") -> GateVerdict:
     """The variant's verdict: its own facts, then (where the release records them) its
     experts classes' deployment gates."""
-    if release is not None and release.models_deployment and pinned \
-            and req.parallel.enable_lora and v.pinned_lora_refused:
-        # _requested_kernel_cls raises before any class is asked (mxfp4.py:571-592).
-        return no(Reason.LORA_UNSUPPORTED, True, f"vLLM: {v.pinned_lora_refused}")
-    early = tuple(_NAMED[name] for name in v.first)
     modelled = release is not None and release.models_deployment
+    if modelled:
+        refused = pinned_lora_refusal(v, req, pinned)
+        if refused is not None:
+            return refused
+    early = tuple(_NAMED[name] for name in v.first)
     for gate in (*early, *(g for g in _GATES if g not in early)):
         if modelled and gate is _activation_format:
             continue  # the classes' own formats decide (below)
@@ -148,7 +149,7 @@ def _verdict(v: Variant, row: Row, req: SelectionRequest, release: Release | Non
         if verdict.reason is not None:
             return verdict
     if modelled:
-        return _classes_verdict(release, row.name, req, pinned, routing)  # type: ignore[arg-type]
+        return classes_verdict(release, row.name, req, pinned, routing)  # type: ignore[arg-type]
     return ok()
 
 
@@ -214,8 +215,17 @@ def pick_class(release: Release, variant: str, req: SelectionRequest, pinned: bo
     return ClassPick(None, tuple(passed))
 
 
-def _classes_verdict(release: Release, name: str, req: SelectionRequest, pinned: bool,
-                     routing: str) -> GateVerdict:
+def pinned_lora_refusal(v: Variant, req: SelectionRequest, pinned: bool) -> GateVerdict | None:
+    """A pinned variant that refuses LoRA outright: _requested_kernel_cls raises before
+    any class is asked (mxfp4.py:571-592)."""
+    if pinned and req.parallel.enable_lora and v.pinned_lora_refused:
+        return no(Reason.LORA_UNSUPPORTED, True, f"vLLM: {v.pinned_lora_refused}")
+    return None
+
+
+def classes_verdict(release: Release, name: str, req: SelectionRequest, pinned: bool,
+                    routing: str) -> GateVerdict:
+    """Passes when one of the variant's experts classes accepts the deployment."""
     pick = pick_class(release, name, req, pinned, routing)
     if pick.chosen is not None:
         return ok()
@@ -271,7 +281,7 @@ def checkpoint_for(req: SelectionRequest, release: Release) -> Checkpoint | None
     return record
 
 
-def _family(req: SelectionRequest, release: Release) -> Family | None:
+def family_for(req: SelectionRequest, release: Release) -> Family | None:
     """The selector the layer's quant method calls: its checkpoint family's, else the
     request's model family's."""
     record = checkpoint_for(req, release)
@@ -287,11 +297,6 @@ def routing_for(req: SelectionRequest, release: Release) -> str:
         return req.layer.routing_method
     model = (release.family or {}).get(req.family)
     return model.routing if model is not None else ""
-
-
-def family_for(req: SelectionRequest, release: Release) -> Family | None:
-    """The selector the layer's quant method calls (see :func:`_family`)."""
-    return _family(req, release)
 
 
 def _variant_names(req: SelectionRequest, release: Release,
@@ -337,8 +342,7 @@ def _pad_note(v: Variant, req: SelectionRequest) -> tuple[tuple[int, int] | None
         return None, ""
     h_align, i_align = v.alignment(req.device.platform)
     per_rank = layer.per_rank_intermediate
-    built = req.parallel.layer_hidden(layer.hidden_size) if layer.hidden_size > 0 \
-        else layer.hidden_size
+    built = req.parallel.layer_hidden(layer.hidden_size)
     hidden = round_up(built, h_align)
     inter = round_up(per_rank, i_align)
     notes = [f"{req.parallel.all2all} builds the layer with hidden {built}"] \
@@ -357,23 +361,22 @@ def evaluate_vllm(req: SelectionRequest, requested: QuantKey | None, matrix: Mat
     if record is not None and record.selector == "own" and \
             normalize_backend_name(req.moe_backend) not in record.oracle_names:
         return _own_choice(req, record, matrix, release)
-    family = _family(req, release)
+    family = family_for(req, release)
     names, auto = _variant_names(req, release, family)
     routing = routing_for(req, release)
     own_list = family is not None and not family.uses_release_auto
     if own_list:
         # The family's selector asks every variant with its own key: no activation
         # filter, no override, no fallback (fused_moe/oracle/mxfp4.py:763-835).
-        kept = list(names)
+        filtered = list(names)
     else:
         unfiltered = not auto and normalize_backend_name(req.moe_backend) in \
             release.unfiltered_names
-        kept = _filtered(names, requested, release, matrix, unfiltered)
-    if not auto:
-        kept = _substituted(kept, req, release)
-    ordered = kept + [n for n in names if n not in kept and n not in
-                      dict(release.batched_substitute if not auto and
-                           req.parallel.batched_format else ())]
+        filtered = _filtered(names, requested, release, matrix, unfiltered)
+    # the kept variants as vLLM asks them (pinned under the batched format: their
+    # batched twins), then the filtered-out ones as named (reported)
+    kept = filtered if auto else _substituted(filtered, req, release)
+    ordered = kept + [n for n in names if n not in filtered and n not in kept]
     candidates = tuple(matrix.by_name[n] for n in ordered)
     gates = []
     for n in ordered:
@@ -418,16 +421,15 @@ def evaluate_vllm(req: SelectionRequest, requested: QuantKey | None, matrix: Mat
 
 
 def _check_eplb(req: SelectionRequest, release: Release, family: Family | None,
-                own_variant: str | None = None) -> None:
+                winner: str) -> None:
     """After the kernel is chosen, a quant method without EPLB support refuses the layer
     (routed_experts.py:186-199): the model fails to load."""
     if not req.parallel.enable_eplb:
         return
     record = checkpoint_for(req, release)
     if record is not None:
-        method, supports = record.moe_method, record.supports_eplb
-        if own_variant is not None and own_variant.startswith("FLASHINFER_MOE_EP"):
-            supports = True
+        method = record.moe_method
+        supports = record.supports_eplb or winner in record.eplb_variants
     elif family is not None:
         method, supports = family.quant_method, family.supports_eplb
     else:
@@ -515,6 +517,6 @@ def _outcome(candidates: tuple[Row, ...], gates: list[GateVerdict], order: list[
     if release.models_deployment:
         pick = pick_class(release, row.name, req, pinned, routing)
         kernel_class, class_notes = pick.chosen, pick.notes()
-    _check_eplb(req, release, family)
+    _check_eplb(req, release, family, row.name)
     return VllmOutcome(candidates, tuple(gates), tuple(order), winner, fallback, runs_with,
                        padded, kernel_class, class_notes)

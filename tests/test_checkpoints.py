@@ -91,6 +91,20 @@ def test_eplb_follows_the_quant_methods_support():
     assert err.value.what == "enable_eplb"
 
 
+def test_compressed_tensors_mxfp4_supports_eplb_with_a_moe_ep_backend_only():
+    from oracle import Deployment
+    silu = LayerSpec(hidden_size=4096, intermediate_size=2048, num_experts=64, top_k=4,
+                     activation_fn="swiglu", has_bias=False)
+    eplb = Deployment(tensor_parallel_size=2, enable_expert_parallel=True, enable_eplb=True)
+    sel = select(SelectionRequest(device=Device.parse("sm100"), policy="vllm-0.33",
+                                  moe_backend="flashinfer_moe_ep_cutedsl", layer=silu,
+                                  environment=Environment.assume_all(), deployment=eplb,
+                                  checkpoint="compressed-tensors-mxfp4"))
+    assert sel.backend == "FLASHINFER_MOE_EP_CUTEDSL"
+    assert "FLASHINFER_MOE_EP_CUTEDSL" in RELEASES["0.33.0"].checkpoint[
+        "compressed-tensors-mxfp4"].eplb_variants
+
+
 def test_an_unknown_checkpoint_family_is_a_config_error_listing_them():
     with pytest.raises(ConfigError) as err:
         select(req("sm90", "nvfp4"))

@@ -802,20 +802,28 @@ def _make_moe_config(ns, layer: dict, moe_backend: str, tp: int = 1, *,
     return ns.FusedMoEConfig(**kwargs)
 
 
-class _StandInParallelArgs:
+class _StandIn:
+    """A vLLM object holding only the attributes the harness models; reading any other
+    is an AttributeError naming it, so a vLLM release that reads more fails loudly
+    instead of answering from a default."""
+
+    _what = "object"
+
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+    def __getattr__(self, name):
+        raise AttributeError(
+            f"conformance stand-in {self._what} has no {name!r}: vLLM read a field the "
+            f"harness does not model")
+
+
+class _StandInParallelArgs(_StandIn):
     """What FusedMoEParallelConfig.make() reads from vLLM's ParallelConfig
     (config.py:1198-1201, 1223-1224, 1243-1244): enable_expert_parallel,
     all2all_backend, enable_eplb -- taken from the validated ParallelConfig."""
 
-    def __init__(self, enable_expert_parallel: bool, all2all_backend: str, enable_eplb: bool):
-        self.enable_expert_parallel = enable_expert_parallel
-        self.all2all_backend = all2all_backend
-        self.enable_eplb = enable_eplb
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"conformance stand-in ParallelConfig has no {name!r}: "
-            f"FusedMoEParallelConfig.make read a field the harness does not model")
+    _what = "ParallelConfig"
 
 
 class _RankZeroGroup:
@@ -904,7 +912,8 @@ def _make_parallel(ns, flags: dict, validate: bool):
     if validate:
         pc = _validate_parallel(ns, flags)
         enable_ep, all2all, eplb = pc.enable_expert_parallel, pc.all2all_backend, pc.enable_eplb
-    args = _StandInParallelArgs(enable_ep, all2all, eplb)
+    args = _StandInParallelArgs(enable_expert_parallel=enable_ep, all2all_backend=all2all,
+                                enable_eplb=eplb)
     with _rank_zero(ns, flags["dp"]):
         return ns.FusedMoEParallelConfig.make(
             tp_size_=flags["tp"], pcp_size_=1, dp_size_=flags["dp"], sp_size_=1,
@@ -957,44 +966,31 @@ def _qkey_name(ns, key) -> str | None:
     return str(key)
 
 
-class _StandInModelConfig:
+class _StandInModelConfig(_StandIn):
     """What the oracle reads from get_current_vllm_config(): only
     ``model_config.quantization_config`` (vLLM's own parsed QuantizationConfigArgs);
     for a checkpoint case also ``model_config.hf_config`` (QuarkOCP_MX_MoEMethod.__init__
     reads its ``model_type``, quark_moe.py:1657-1659)."""
 
+    _what = "ModelConfig"
+
     def __init__(self, quantization_config, hf_config=None):
-        self.quantization_config = quantization_config
-        if hf_config is not None:
-            self.hf_config = hf_config
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"conformance stand-in ModelConfig has no {name!r}: vLLM read a model "
-            f"config field the harness does not model")
+        super().__init__(quantization_config=quantization_config,
+                         **({} if hf_config is None else {"hf_config": hf_config}))
 
 
-class _StandInHfConfig:
+class _StandInHfConfig(_StandIn):
     """The checkpoint's HF config as far as the quant methods read it: ``model_type``
     (``gpt_oss`` / ``deepseek_v4``, the model_type of the family's config.json)."""
 
-    def __init__(self, model_type: str):
-        self.model_type = model_type
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"conformance stand-in hf_config has no {name!r}: vLLM read an HF config "
-            f"field the harness does not model")
+    _what = "hf_config"
 
 
-class _StandInVllmConfig:
+class _StandInVllmConfig(_StandIn):
+    _what = "VllmConfig"
+
     def __init__(self, quantization_config, hf_config=None):
-        self.model_config = _StandInModelConfig(quantization_config, hf_config)
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"conformance stand-in VllmConfig has no {name!r}: vLLM's selection read "
-            f"a config field the harness does not model")
+        super().__init__(model_config=_StandInModelConfig(quantization_config, hf_config))
 
 
 def _class_trace(ns, backend, experts_cls, pinned: bool, moe) -> tuple[list, list | None]:
@@ -1084,7 +1080,7 @@ def _run_case(ns, case: dict, layer: dict) -> dict:
             out["method"] = CHECKPOINT_METHODS.get(checkpoint)
             out["method_built"] = True
             out["method_key"] = None
-            hf_config = _StandInHfConfig(FAMILY_MODEL_TYPES[family])
+            hf_config = _StandInHfConfig(model_type=FAMILY_MODEL_TYPES[family])
         with ns.set_current_vllm_config(_StandInVllmConfig(qargs, hf_config)):
             if checkpoint is not None:
                 # The layer's real quant method: its __init__ makes the choice
@@ -1275,17 +1271,11 @@ def _quark_config_dict(name: str) -> dict:
     }
 
 
-class _StandInRoutedExperts:
+class _StandInRoutedExperts(_StandIn):
     """The layer object QuarkMoEMethod.get_moe_method receives: it reads only
     ``module.moe_config`` for QuarkOCP_MX_MoEMethod (quark_moe.py:292-297)."""
 
-    def __init__(self, moe_config):
-        self.moe_config = moe_config
-
-    def __getattr__(self, name):
-        raise AttributeError(
-            f"conformance stand-in RoutedExperts has no {name!r}: vLLM read a layer "
-            f"attribute the harness does not model")
+    _what = "RoutedExperts"
 
 
 def _recording_selector(fn, name: str):
@@ -1400,7 +1390,7 @@ def _build_checkpoint_method(ns, name: str, moe, out: dict):
         out["method"] = getattr(cls, "__name__", str(cls))
         out["method_key"] = _qkey_name(ns, akey)
         return ck.quark_moe.QuarkMoEMethod.get_moe_method(
-            cfg, module=_StandInRoutedExperts(moe), method_cls=cls, weight_quant_key=wkey,
+            cfg, module=_StandInRoutedExperts(moe_config=moe), method_cls=cls, weight_quant_key=wkey,
             activation_quant_key=akey, layer_name=QUARK_EXPERTS_PREFIX)
     if name == "online-mxfp4":
         # OnlineQuantizationConfig.get_quant_method (online/base.py:400-402)

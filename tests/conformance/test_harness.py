@@ -227,14 +227,8 @@ def test_axes_cases_are_refused_for_a_version_without_them():
             H.vllm_answers(v, [Case("sm100", ep=True, tp=2)])
 
 
-@pytest.fixture(scope="module")
-def axes_spot():
-    """A few deployment cases answered by vLLM 0.33 on SM100 (one worker)."""
-    from conftest import _in_ci, _unavailable
-
-    if os.environ.get("MXFP4_ORACLE_SKIP_CONFORMANCE") == "1" and not _in_ci():
-        pytest.skip("MXFP4_ORACLE_SKIP_CONFORMANCE=1")
-    cases = {
+#: Deployment cases answered by vLLM 0.33 on SM100.
+AXES_SPOT = {
         "dp2": Case("sm100", dp=2),
         "ll-marlin": Case("sm100", "marlin", ep=True, dp=2, all2all="deepep_low_latency"),
         "ll-auto": Case("sm100", ep=True, dp=2, all2all="deepep_low_latency"),
@@ -243,12 +237,28 @@ def axes_spot():
         "eplb-ep": Case("sm100", tp=2, ep=True, eplb=True),
         "dsv4": Case("sm100", family="deepseek-v4"),
         "dsv4-mxfp8": Case("sm100", override="mxfp8", family="deepseek-v4"),
-    }
+}
+
+
+@pytest.fixture(scope="module")
+def spot_answers():
+    """vLLM 0.33's answers to AXES_SPOT and CHECKPOINT_SPOT, in one harness run (one
+    vLLM import per arch)."""
+    from conftest import _in_ci, _unavailable
+
+    if os.environ.get("MXFP4_ORACLE_SKIP_CONFORMANCE") == "1" and not _in_ci():
+        pytest.skip("MXFP4_ORACLE_SKIP_CONFORMANCE=1")
+    cases = {**AXES_SPOT, **CHECKPOINT_SPOT}
     try:
         answers = H.vllm_answers("0.33.0", list(cases.values()))
     except H.HarnessUnavailable as e:
         _unavailable(str(e))
     return dict(zip(cases, answers))
+
+
+@pytest.fixture(scope="module")
+def axes_spot(spot_answers):
+    return {name: spot_answers[name] for name in AXES_SPOT}
 
 
 def test_dp_without_ep_shards_tp_and_drops_the_monolithic_kernel(axes_spot):
@@ -357,14 +367,8 @@ def test_checkpoint_cases_are_refused_where_they_cannot_run():
                                        checkpoint="online-mxfp4")])
 
 
-@pytest.fixture(scope="module")
-def checkpoint_spot():
-    """A few checkpoint cases answered by vLLM 0.33 on SM100 and SM90 (two workers)."""
-    from conftest import _in_ci, _unavailable
-
-    if os.environ.get("MXFP4_ORACLE_SKIP_CONFORMANCE") == "1" and not _in_ci():
-        pytest.skip("MXFP4_ORACLE_SKIP_CONFORMANCE=1")
-    cases = {
+#: Checkpoint cases answered by vLLM 0.33 on SM100 and SM90.
+CHECKPOINT_SPOT = {
         "ct-sm100": Case("sm100", checkpoint="compressed-tensors-mxfp4"),
         "ct-sm90": Case("sm90", checkpoint="compressed-tensors-mxfp4"),
         "ct-sm100-triton": Case("sm100", "triton", checkpoint="compressed-tensors-mxfp4"),
@@ -372,12 +376,12 @@ def checkpoint_spot():
         "online-sm100": Case("sm100", checkpoint="online-mxfp4"),
         "quark-a-mxfp4-sm100": Case("sm100", checkpoint="quark-w-mxfp4-a-mxfp4"),
         "direct-a-mxfp4-sm100": Case("sm100", checkpoint_activation="kMxfp4Dynamic"),
-    }
-    try:
-        answers = H.vllm_answers("0.33.0", list(cases.values()))
-    except H.HarnessUnavailable as e:
-        _unavailable(str(e))
-    return dict(zip(cases, answers))
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_spot(spot_answers):
+    return {name: spot_answers[name] for name in CHECKPOINT_SPOT}
 
 
 def test_compressed_tensors_mxfp4_picks_its_own_kernel(checkpoint_spot):

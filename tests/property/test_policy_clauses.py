@@ -57,8 +57,7 @@ def test_vllm_policies_pick_a_variant_of_the_release_that_accepts_the_device():
             h, i = variant.alignment(request.device.platform)
             per_rank = layer.intermediate_size // (layer.tp_size or 1)
             # DeepEP dispatch builds the layer with a rounded-up hidden size first
-            hidden = request.parallel.layer_hidden(layer.hidden_size) \
-                if layer.hidden_size > 0 else layer.hidden_size
+            hidden = request.parallel.layer_hidden(layer.hidden_size)
             assert sel.padded == (-(-hidden // h) * h, -(-per_rank // i) * i)
 
     check()
